@@ -1,0 +1,1 @@
+"""The `hybridsr` command-line client."""

@@ -1,0 +1,5 @@
+import sys
+
+from hybridsr.client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""`hybridsr`: generate, enhance, probe and demo from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from hybridsr.client.progress import ProgressBar
+from hybridsr.protocol import DEFAULT_POLICY, POLICIES
+from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
+from hybridsr.sdk.devicesr import BACKENDS, create_backend
+
+PROG = "hybridsr"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--edge", default="ws://127.0.0.1:8765", help="edge URL (ws://HOST:PORT)")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threshold", type=float, help="saliency threshold for edge tiles (0..1)")
+    p.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    p.add_argument("--color-fix", default="wavelet", choices=("wavelet", "adain", "none"))
+    p.add_argument("-o", "--output", type=Path, default=Path("out.png"))
+    p.add_argument("--report", type=Path, help="write the job report (JSON) here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Edge/device hybrid text-to-image and SR.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="text → high-resolution image")
+    gen.add_argument("prompt")
+    gen.add_argument("--negative", default="")
+    gen.add_argument("--width", type=_positive, default=512)
+    gen.add_argument("--height", type=_positive, default=512)
+    gen.add_argument("--steps", type=_positive)
+    gen.add_argument("--scale", type=_positive)
+    _job_args(gen)
+
+    enh = sub.add_parser("enhance", help="super-resolve an existing image")
+    enh.add_argument("input", type=Path)
+    enh.add_argument("--scale", type=_positive)
+    enh.add_argument("--prompt", default="")
+    _job_args(enh)
+
+    probe = sub.add_parser("probe", help="print this device's profile as JSON")
+    probe.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    probe.add_argument("--no-benchmark", action="store_true")
+
+    demo = sub.add_parser("demo", help="run an edge in-process and one job, offline")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--preset", default="tiny", help="edge preset (default: tiny, offline)")
+    demo.add_argument("--prompt", default=None)
+    demo.add_argument("--width", type=_positive, default=512)
+    demo.add_argument("--height", type=_positive, default=512)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
+    demo.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    demo.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def _summary(result: HybridResult) -> str:
+    t = result.timings
+    n_edge = sum(1 for d in result.destinations.values() if d == "edge")
+    text = (f"{result.image.width}x{result.image.height} from {result.lr_image.width}x"
+            f"{result.lr_image.height} (x{result.plan.scale}, {result.plan.steps} steps); "
+            f"tiles: {n_edge} edge / {len(result.destinations) - n_edge} device; "
+            f"total {t.total:.2f}s (t2i {t.t2i:.2f}, edge SR {t.edge_sr:.2f}, "
+            f"device SR {t.device_sr:.2f}, stitch {t.stitch:.2f}, transfer {t.transfer:.2f})")
+    if result.degraded:
+        text += f"\nDEGRADED: {result.degraded_reason}"
+    if result.random_weights:
+        text += "\nnote: the edge uses random weights (tiny preset): the image is noise-like"
+    return text
+
+
+def _write(result: HybridResult, output: Path, report: Path | None) -> None:
+    try:
+        result.image.save(output)
+        if report is not None:
+            result.save_report(report)
+    except (OSError, ValueError) as exc:
+        raise HybridSRError(f"cannot write output: {exc}") from None
+
+
+async def _run(args: argparse.Namespace) -> int:
+    bar = ProgressBar(enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
+    try:
+        if args.command == "probe":
+            backend = create_backend(args.device_sr)
+            profile = probe_device(backend, benchmark=not args.no_benchmark)
+            print(json.dumps(profile.model_dump(), indent=2))
+            return 0
+        if args.command == "demo":
+            from hybridsr.client.demo import DEFAULT_PROMPT, run_demo
+
+            result = await run_demo(
+                args.out, preset=args.preset, prompt=args.prompt or DEFAULT_PROMPT,
+                width=args.width, height=args.height, seed=args.seed, policy=args.policy,
+                device_sr=args.device_sr, on_progress=bar,
+            )
+            bar.close()
+            print(_summary(result), file=sys.stderr)
+            names = ", ".join(f"{n}" for n in ("final.png", "lr.png", "plan.png", "report.json"))
+            print(f"wrote {names} to {args.out.resolve()}")
+            return 0
+        async with AsyncHybridClient(args.edge, device_sr=args.device_sr,
+                                     color_fix=args.color_fix) as client:
+            if args.command == "generate":
+                result = await client.generate(
+                    args.prompt, width=args.width, height=args.height, seed=args.seed,
+                    negative_prompt=args.negative, policy=args.policy, steps=args.steps,
+                    scale=args.scale, threshold=args.threshold, on_progress=bar,
+                )
+            else:
+                result = await client.enhance(
+                    args.input, scale=args.scale, prompt=args.prompt, seed=args.seed,
+                    policy=args.policy, threshold=args.threshold, on_progress=bar,
+                )
+        bar.close()
+        _write(result, args.output, args.report)
+        print(_summary(result), file=sys.stderr)
+        print(args.output)
+        return 0
+    finally:
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except HybridSRError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a malformed edge URL
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Every message on the wire, as pydantic v2 models in one discriminated union.
+
+A session is: `hello` → `welcome`, then any number of jobs. A job is:
+`generate` | `enhance` → `accepted` → `progress`* → `plan` → `tile`* → `done` | `error`;
+the client may send `cancel` at any time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridsr.protocol.images import ImageBlob, ImageFormat
+
+PROTOCOL_VERSION = 1
+
+JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Destination = Literal["edge", "device"]
+
+# Policies the edge understands. `split-device` is the static region-aware split.
+POLICIES = ("split-device", "edge-diffusion-all", "device-light-all")
+DEFAULT_POLICY = "split-device"
+
+
+class _Model(BaseModel):
+    # strict: "64" is not 64; forbid: a misspelt field is an error, not silently ignored.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --- profiles and limits -------------------------------------------------------------
+
+
+class DeviceProfile(_Model):
+    """What the device measured about itself; the edge plans with it."""
+
+    cores: int = Field(ge=1)
+    memory_total_mb: float = Field(ge=0)
+    memory_available_mb: float = Field(ge=0)
+    load_1m: float | None = None
+    battery_percent: float | None = None
+    power_plugged: bool | None = None
+    platform: str = ""
+    sr_backend: str = "lanczos"
+    sr_ms_per_lr_pixel: float | None = Field(default=None, ge=0)
+
+
+class EdgeLimits(_Model):
+    max_frame_bytes: int
+    max_prompt_chars: int
+    max_width: int
+    max_height: int
+    size_multiple: int
+    max_image_pixels: int
+    scales: list[int]
+    max_queue: int
+
+
+class EdgeModels(_Model):
+    preset: str
+    t2i: str
+    sr: str
+    sr_backend: Literal["upscaler", "img2img"]
+    random_weights: bool
+    device: str
+
+
+class EdgeProfile(_Model):
+    """Costs the edge measured when it started (seconds)."""
+
+    t2i_s_per_step: float | None = None
+    sr_s_per_tile: float | None = None
+
+
+class TileSpec(_Model):
+    """One tile of the LR image (LR pixels) and where it will be super-resolved."""
+
+    index: int = Field(ge=0)
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+    destination: Destination
+    score: float
+
+
+# --- client → edge -------------------------------------------------------------------
+
+
+class Hello(_Model):
+    type: Literal["hello"] = "hello"
+    protocol_version: int
+    client: str = ""
+    device: DeviceProfile
+
+
+class Generate(_Model):
+    type: Literal["generate"] = "generate"
+    job_id: JobId
+    prompt: str
+    negative_prompt: str = ""
+    width: int
+    height: int
+    seed: int | None = None
+    policy: str = DEFAULT_POLICY
+    steps: int | None = None
+    scale: int | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    image_format: ImageFormat = "png"
+
+
+class Enhance(_Model):
+    type: Literal["enhance"] = "enhance"
+    job_id: JobId
+    image: ImageBlob
+    scale: int | None = None
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = None
+    policy: str = DEFAULT_POLICY
+    steps: int | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    image_format: ImageFormat = "png"
+
+
+class Cancel(_Model):
+    type: Literal["cancel"] = "cancel"
+    job_id: JobId
+
+
+# --- edge → client -------------------------------------------------------------------
+
+
+class Welcome(_Model):
+    type: Literal["welcome"] = "welcome"
+    protocol_version: int
+    server: str
+    session_id: str
+    limits: EdgeLimits
+    models: EdgeModels
+    profile: EdgeProfile
+
+
+class Accepted(_Model):
+    type: Literal["accepted"] = "accepted"
+    job_id: JobId
+    queue_position: int
+
+
+class Progress(_Model):
+    type: Literal["progress"] = "progress"
+    job_id: JobId
+    stage: Literal["queued", "t2i", "plan", "edge_sr"]
+    step: int
+    total: int
+
+
+class Plan(_Model):
+    type: Literal["plan"] = "plan"
+    job_id: JobId
+    policy: str
+    lr_image: ImageBlob | None  # None for `enhance`: the client already has it
+    lr_width: int
+    lr_height: int
+    scale: int
+    steps: int
+    tile: int
+    overlap: int
+    threshold: float
+    tiles: list[TileSpec]
+    sr_backend: str
+    random_weights: bool
+
+
+class TileResult(_Model):
+    type: Literal["tile"] = "tile"
+    job_id: JobId
+    index: int
+    image: ImageBlob
+
+
+class Done(_Model):
+    type: Literal["done"] = "done"
+    job_id: JobId
+    timings: dict[str, float]
+
+
+class Error(_Model):
+    type: Literal["error"] = "error"
+    job_id: str | None = None
+    code: str  # an ErrorCode value
+    message: str
+    retry_after_s: float | None = None
+
+
+Message = Annotated[
+    Hello | Welcome | Generate | Enhance | Cancel
+    | Accepted | Progress | Plan | TileResult | Done | Error,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,167 @@
+"""`AsyncHybridClient` and `HybridClient`: one core, an async and a sync face.
+
+    async with AsyncHybridClient("ws://edge:8765") as client:
+        result = await client.generate("a lighthouse at dusk", width=512, height=512)
+        result.image.save("out.png")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from hybridsr.protocol import DEFAULT_POLICY, DeviceProfile, Enhance, Generate, encode_image
+from hybridsr.sdk.connection import Connection
+from hybridsr.sdk.devicesr import DeviceSR, create_backend
+from hybridsr.sdk.errors import HybridSRError
+from hybridsr.sdk.job import DeviceJob, ProgressCallback
+from hybridsr.sdk.probe import probe_device
+from hybridsr.sdk.result import HybridResult
+
+T = TypeVar("T")
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+def _as_array(image: ImageInput) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except OSError as exc:
+            raise HybridSRError(f"cannot read image {str(image)!r}: {exc}") from None
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class AsyncHybridClient:
+    """A device's connection to one edge; jobs may run concurrently on it."""
+
+    def __init__(self, edge: str, *, device_sr: str | DeviceSR = "lanczos",
+                 color_fix: str = "wavelet", image_format: str = "png",
+                 profile: DeviceProfile | None = None, benchmark: bool = True,
+                 connect_timeout: float = 10.0, idle_timeout: float = 600.0) -> None:
+        self.edge = edge
+        self.backend = create_backend(device_sr) if isinstance(device_sr, str) else device_sr
+        self.color_fix = color_fix
+        self.image_format = image_format
+        self._profile = profile
+        self._benchmark = benchmark
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> AsyncHybridClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._conn is not None:
+            return
+        if self._profile is None:
+            self._profile = await asyncio.to_thread(probe_device, self.backend, self._benchmark)
+        self._conn = await Connection.open(self.edge, self._profile,
+                                           connect_timeout=self.connect_timeout)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    @property
+    def profile(self) -> DeviceProfile | None:
+        return self._profile
+
+    @property
+    def connection(self) -> Connection:
+        if self._conn is None:
+            raise HybridSRError("not connected: use `async with` or call connect() first")
+        return self._conn
+
+    async def generate(self, prompt: str, *, width: int = 512, height: int = 512,
+                       seed: int | None = None, negative_prompt: str = "",
+                       policy: str = DEFAULT_POLICY, steps: int | None = None,
+                       scale: int | None = None, threshold: float | None = None,
+                       job_id: str | None = None, on_progress: ProgressCallback | None = None
+                       ) -> HybridResult:
+        """Text → HR image of `width`×`height`; the edge picks the LR size from the scale."""
+        await self.connect()
+        request = Generate(
+            job_id=job_id or uuid.uuid4().hex, prompt=prompt, negative_prompt=negative_prompt,
+            width=width, height=height, seed=seed, policy=policy, steps=steps, scale=scale,
+            threshold=threshold, image_format=self.image_format,
+        )
+        return await self._run(request, None, on_progress)
+
+    async def enhance(self, image: ImageInput, *, scale: int | None = None, prompt: str = "",
+                      seed: int | None = None, policy: str = DEFAULT_POLICY,
+                      threshold: float | None = None, job_id: str | None = None,
+                      on_progress: ProgressCallback | None = None) -> HybridResult:
+        """Super-resolve an existing image: salient tiles by the edge, the rest here."""
+        await self.connect()
+        lr = _as_array(image)
+        request = Enhance(
+            job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
+            scale=scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
+            image_format=self.image_format,
+        )
+        return await self._run(request, lr, on_progress)
+
+    async def _run(self, request: Generate | Enhance, lr: np.ndarray | None,
+                   on_progress: ProgressCallback | None) -> HybridResult:
+        job = DeviceJob(self.connection, request, self.backend, lr_image=lr,
+                        color_fix=self.color_fix, on_progress=on_progress,
+                        idle_timeout=self.idle_timeout)
+        return await job.run()
+
+
+class HybridClient:
+    """Blocking client for scripts: the async core runs on a private event-loop thread."""
+
+    def __init__(self, edge: str, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="hybridsr-client")
+        self._thread.start()
+        self._client = AsyncHybridClient(edge, **kwargs)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> HybridClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        self._call(self._client.connect())
+
+    def generate(self, prompt: str, **kwargs: Any) -> HybridResult:
+        return self._call(self._client.generate(prompt, **kwargs))
+
+    def enhance(self, image: ImageInput, **kwargs: Any) -> HybridResult:
+        return self._call(self._client.enhance(image, **kwargs))
+
+    @property
+    def profile(self) -> DeviceProfile | None:
+        return self._client.profile
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

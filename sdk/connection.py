@@ -1,0 +1,166 @@
+"""One WebSocket session with an edge: handshake, then frames routed to jobs by job id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from pydantic import BaseModel
+
+from hybridsr.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    WEBSOCKET_PATH,
+    DeviceProfile,
+    Error,
+    Hello,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable
+
+log = logging.getLogger(__name__)
+
+CLIENT_NAME = "hybridsr-sdk/0.1"
+
+
+class ConnectionLost:
+    """Put on every job queue when the session ends, so waiting jobs wake up."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def session_url(edge: str) -> str:
+    """Accept `host:port`, `ws://host:port`, `http://host:port` or a full session URL."""
+    if "://" not in edge:
+        edge = f"ws://{edge}"
+    parts = urlsplit(edge)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"edge URL must be ws://, wss://, http:// or https://, got {edge!r}")
+    if not parts.hostname:
+        raise ValueError(f"edge URL has no host: {edge!r}")
+    path = parts.path if parts.path not in ("", "/") else WEBSOCKET_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+class Connection:
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                 welcome: Welcome, owns_http: bool) -> None:
+        self._http = http
+        self._ws = ws
+        self._owns_http = owns_http
+        self.welcome = welcome
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._session_errors: asyncio.Queue = asyncio.Queue()
+        self._send_lock = asyncio.Lock()
+        self.closed_reason: str | None = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self._reader = asyncio.create_task(self._read(), name="hybridsr-reader")
+
+    @classmethod
+    async def open(cls, edge: str, device: DeviceProfile, *, connect_timeout: float = 10.0,
+                   http: aiohttp.ClientSession | None = None) -> Connection:
+        url = session_url(edge)
+        owns_http = http is None
+        http = http or aiohttp.ClientSession()
+        try:
+            ws = await asyncio.wait_for(
+                http.ws_connect(url, max_msg_size=2 * DEFAULT_MAX_FRAME_BYTES, heartbeat=30.0),
+                connect_timeout,
+            )
+            hello = Hello(protocol_version=PROTOCOL_VERSION, client=CLIENT_NAME, device=device)
+            await ws.send_bytes(encode(hello))
+            msg = await asyncio.wait_for(ws.receive(), connect_timeout)
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                raise EdgeUnavailable(f"edge at {url} closed the connection during the handshake")
+            reply = decode(msg.data)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            if owns_http:
+                await http.close()
+            reason = str(exc) or type(exc).__name__
+            raise EdgeUnavailable(f"cannot connect to edge at {url}: {reason}") from None
+        except BaseException:
+            if owns_http:
+                await http.close()
+            raise
+        if isinstance(reply, Error):
+            await ws.close()
+            if owns_http:
+                await http.close()
+            raise EdgeRefused(reply.code, reply.message, reply.retry_after_s)
+        if not isinstance(reply, Welcome):
+            raise EdgeUnavailable(f"edge answered hello with {reply.type!r}")
+        return cls(http, ws, reply, owns_http)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.welcome.limits.max_frame_bytes
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        if self.closed_reason is not None:
+            raise EdgeUnavailable(f"connection to the edge is closed: {self.closed_reason}")
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[job_id] = queue
+        return queue
+
+    def unsubscribe(self, job_id: str) -> None:
+        self._queues.pop(job_id, None)
+
+    async def send(self, message: BaseModel) -> None:
+        frame = encode(message)
+        if len(frame) > self.max_frame_bytes:
+            raise ValueError(
+                f"message of {len(frame)} bytes exceeds the edge's frame limit "
+                f"{self.max_frame_bytes}; send a smaller image"
+            )
+        try:
+            async with self._send_lock:
+                await self._ws.send_bytes(frame)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise EdgeUnavailable(f"lost the connection to the edge: {exc}") from None
+        self.bytes_sent += len(frame)
+
+    async def _read(self) -> None:
+        reason = "closed by the edge"
+        try:
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    if msg.type == aiohttp.WSMsgType.ERROR:
+                        reason = f"websocket error: {self._ws.exception()}"
+                    continue
+                self.bytes_received += len(msg.data)
+                try:
+                    message = decode(msg.data, 2 * DEFAULT_MAX_FRAME_BYTES)
+                except ProtocolError as exc:
+                    log.warning("ignoring a bad frame from the edge: %s", exc)
+                    continue
+                job_id = getattr(message, "job_id", None)
+                queue = self._queues.get(job_id) if job_id else None
+                if queue is not None:
+                    queue.put_nowait(message)
+                elif isinstance(message, Error):
+                    self._session_errors.put_nowait(message)
+                    log.warning("edge error: %s: %s", message.code, message.message)
+        except Exception as exc:  # the reader must always reach `finally`
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.closed_reason = reason
+            for queue in self._queues.values():
+                queue.put_nowait(ConnectionLost(reason))
+
+    async def close(self) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            pass
+        if self._owns_http:
+            await self._http.close()

@@ -1,0 +1,216 @@
+"""The life of one job on the device, top to bottom.
+
+1. send `generate` (or `enhance` with the LR image) and wait for `accepted`;
+2. on `plan`: start light SR of the device's tiles at once, in a worker thread;
+3. meanwhile receive the edge's tiles, colour-correct each against the LR image, stitch;
+4. on `done`: wait for the device's tiles, finish the stitch, return a `HybridResult`.
+If the edge goes away after the plan, the device does the missing tiles itself and the
+result is marked `degraded`; before the plan there is nothing to fall back on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from hybridsr.protocol import (
+    Accepted,
+    Cancel,
+    Done,
+    Enhance,
+    Error,
+    Generate,
+    Plan,
+    Progress,
+    ProtocolError,
+    TileResult,
+    decode_image,
+)
+from hybridsr.sdk.compose import correct_edge_tile, device_tile, plan_tiles
+from hybridsr.sdk.connection import Connection, ConnectionLost
+from hybridsr.sdk.devicesr import DeviceSR
+from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.result import HybridResult, Timings
+from hybridsr.sdk.stitch import Stitcher
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """`stage` is queued | t2i | plan | edge_sr | tiles; `done` of `total` in that stage."""
+
+    stage: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class DeviceJob:
+    def __init__(self, conn: Connection, request: Generate | Enhance, backend: DeviceSR, *,
+                 lr_image: np.ndarray | None = None, color_fix: str = "wavelet",
+                 on_progress: ProgressCallback | None = None, idle_timeout: float = 600.0
+                 ) -> None:
+        self.conn = conn
+        self.request = request
+        self.backend = backend
+        self.lr_given = lr_image
+        self.color_fix = color_fix
+        self.on_progress = on_progress or (lambda event: None)
+        self.idle_timeout = idle_timeout
+        self.timings = Timings()
+        self.destinations: dict[int, str] = {}
+        self.stitcher: Stitcher | None = None
+        self.tiles_done = 0
+
+    async def run(self) -> HybridResult:
+        job_id = self.request.job_id
+        queue = self.conn.subscribe(job_id)
+        started = time.perf_counter()
+        received0, sent0 = self.conn.bytes_received, self.conn.bytes_sent
+        device_task: asyncio.Task | None = None
+        finished = False
+        try:
+            # 1. Submit.
+            await self.conn.send(self.request)
+            plan: Plan | None = None
+            lr: np.ndarray | None = None
+            degraded_reason: str | None = None
+            done: Done | None = None
+            while done is None and degraded_reason is None:
+                message = await self._next(queue)
+                if isinstance(message, ConnectionLost):
+                    if plan is None:
+                        raise EdgeUnavailable(f"edge connection lost before the plan: "
+                                              f"{message.reason}")
+                    degraded_reason = f"edge connection lost mid-job ({message.reason})"
+                elif isinstance(message, Error):
+                    if plan is None:
+                        raise EdgeRefused(message.code, message.message, message.retry_after_s)
+                    degraded_reason = f"edge failed mid-job ({message.code}: {message.message})"
+                elif isinstance(message, Accepted):
+                    self.on_progress(ProgressEvent("queued", 0, message.queue_position))
+                elif isinstance(message, Progress):
+                    self.on_progress(ProgressEvent(message.stage, message.step, message.total))
+                elif isinstance(message, Plan):
+                    # 2. The plan: device SR starts now, concurrently with the edge's tiles.
+                    plan = message
+                    lr = self._lr_image(plan)
+                    self.stitcher = Stitcher(plan.lr_width, plan.lr_height, plan.scale,
+                                             plan_tiles(plan))
+                    self.on_progress(ProgressEvent("tiles", 0, len(plan.tiles)))
+                    device_task = asyncio.create_task(self._device_tiles(plan, lr))
+                elif isinstance(message, TileResult) and plan is not None and lr is not None:
+                    # 3. An edge tile: decode and colour-correct off the event loop, then stitch.
+                    await self._edge_tile(plan, lr, message)
+                elif isinstance(message, Done):
+                    done = message
+            assert plan is not None and lr is not None and self.stitcher is not None
+            if device_task is not None:
+                await device_task
+
+            # 4. Whatever the edge did not deliver, the device does (only when degraded).
+            missing = self.stitcher.missing
+            if missing:
+                degraded_reason = degraded_reason or "edge finished without sending every tile"
+                degraded_reason += f"; {len(missing)} edge tile(s) done on the device"
+                await self._device_tiles(plan, lr, only=missing)
+            t0 = time.perf_counter()
+            image = self.stitcher.result()
+            self.timings.stitch += time.perf_counter() - t0
+            finished = True
+        finally:
+            self.conn.unsubscribe(job_id)
+            if device_task is not None and not device_task.done():
+                device_task.cancel()
+            if not finished and self.conn.closed_reason is None:
+                try:  # tell the edge to stop working for nobody
+                    await self.conn.send(Cancel(job_id=job_id))
+                except Exception:
+                    pass
+
+        edge_timings = done.timings if done else {}
+        self.timings.t2i = edge_timings.get("t2i", 0.0)
+        self.timings.edge_sr = edge_timings.get("edge_sr", 0.0)
+        self.timings.edge_total = edge_timings.get("edge_total", 0.0)
+        self.timings.total = time.perf_counter() - started
+        if done is not None:
+            self.timings.transfer = max(0.0, self.timings.total - self.timings.edge_total
+                                        - self.timings.stitch)
+        return HybridResult(
+            image=Image.fromarray(image), lr_image=Image.fromarray(lr), plan=plan,
+            destinations=dict(sorted(self.destinations.items())), timings=self.timings,
+            degraded=degraded_reason is not None, degraded_reason=degraded_reason,
+            random_weights=plan.random_weights,
+            bytes_received=self.conn.bytes_received - received0,
+            bytes_sent=self.conn.bytes_sent - sent0,
+            edge=self.conn.welcome.models.model_dump(),
+        )
+
+    async def _next(self, queue: asyncio.Queue):
+        try:
+            return await asyncio.wait_for(queue.get(), self.idle_timeout)
+        except asyncio.TimeoutError:
+            return ConnectionLost(f"no message from the edge for {self.idle_timeout:.0f} s")
+
+    def _lr_image(self, plan: Plan) -> np.ndarray:
+        if plan.lr_image is not None:
+            lr = decode_image(plan.lr_image)
+        elif self.lr_given is not None:
+            lr = self.lr_given
+        else:
+            raise EdgeUnavailable("the plan carries no LR image")
+        if lr.shape[:2] != (plan.lr_height, plan.lr_width):
+            raise HybridSRError(
+                f"the edge's LR image is {lr.shape[1]}x{lr.shape[0]}, "
+                f"its plan says {plan.lr_width}x{plan.lr_height}"
+            )
+        return lr
+
+    async def _device_tiles(self, plan: Plan, lr: np.ndarray, only: list[int] | None = None
+                            ) -> None:
+        assert self.stitcher is not None
+        todo = [t for t in plan.tiles if (t.index in only if only is not None
+                                          else t.destination == "device")]
+        for spec in todo:
+            t0 = time.perf_counter()
+            hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
+            self.timings.device_sr += time.perf_counter() - t0
+            self._add(spec.index, hr, "device", len(plan.tiles))
+
+    async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:
+        index = message.index
+        if not 0 <= index < len(plan.tiles) or plan.tiles[index].destination != "edge":
+            return  # not a tile we asked the edge for: ignore, the device covers its own
+        if index in self.destinations:
+            return
+        spec = plan.tiles[index]
+
+        def prepare() -> np.ndarray | None:
+            try:
+                hr = decode_image(message.image)
+            except ProtocolError:
+                return None
+            if hr.shape[:2] != (spec.h * plan.scale, spec.w * plan.scale):
+                return None
+            return correct_edge_tile(lr, spec, plan.scale, hr, self.color_fix)
+
+        t0 = time.perf_counter()
+        hr = await asyncio.to_thread(prepare)
+        self.timings.stitch += time.perf_counter() - t0
+        if hr is not None:  # a broken tile stays missing and is redone on the device
+            self._add(index, hr, "edge", len(plan.tiles))
+
+    def _add(self, index: int, hr: np.ndarray, where: str, total: int) -> None:
+        assert self.stitcher is not None
+        t0 = time.perf_counter()
+        self.stitcher.add(index, hr)
+        self.timings.stitch += time.perf_counter() - t0
+        self.destinations[index] = where
+        self.tiles_done += 1
+        self.on_progress(ProgressEvent("tiles", self.tiles_done, total))

@@ -1,0 +1,51 @@
+"""What this device can do: cores, memory, load, battery, and the measured speed of its SR."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+import psutil
+
+from hybridsr.protocol import DeviceProfile
+from hybridsr.sdk.devicesr import DeviceSR, LanczosSR
+
+
+def benchmark_backend(backend: DeviceSR, side: int = 64, scale: int = 4, repeats: int = 3) -> float:
+    """Milliseconds per LR pixel for `backend` (best of `repeats`, after one warm-up)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    backend.upscale(image, scale)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        backend.upscale(image, scale)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0 / (side * side)
+
+
+def probe_device(backend: DeviceSR | None = None, benchmark: bool = True) -> DeviceProfile:
+    backend = backend or LanczosSR()
+    memory = psutil.virtual_memory()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        load = None
+    battery = None
+    try:
+        battery = psutil.sensors_battery()
+    except Exception:  # not every platform exposes it
+        pass
+    return DeviceProfile(
+        cores=psutil.cpu_count(logical=True) or 1,
+        memory_total_mb=round(memory.total / 2**20, 1),
+        memory_available_mb=round(memory.available / 2**20, 1),
+        load_1m=load,
+        battery_percent=float(battery.percent) if battery else None,
+        power_plugged=bool(battery.power_plugged) if battery else None,
+        platform=f"{platform.system()}-{platform.machine()}",
+        sr_backend=backend.name,
+        sr_ms_per_lr_pixel=benchmark_backend(backend) if benchmark else None,
+    )

@@ -1,0 +1,64 @@
+"""What a job returns: the image, how it was made, and how long each part took."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from hybridsr.protocol import Plan
+
+
+@dataclass
+class Timings:
+    """Seconds. `transfer` is the client's wall time not spent inside the edge's job."""
+
+    t2i: float = 0.0
+    transfer: float = 0.0
+    device_sr: float = 0.0
+    edge_sr: float = 0.0
+    stitch: float = 0.0
+    total: float = 0.0
+    edge_total: float = 0.0
+
+
+@dataclass
+class HybridResult:
+    image: Image.Image
+    lr_image: Image.Image
+    plan: Plan
+    destinations: dict[int, str]  # tile index → "edge" | "device" (where it was really done)
+    timings: Timings
+    degraded: bool = False
+    degraded_reason: str | None = None
+    random_weights: bool = False
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    edge: dict[str, Any] = field(default_factory=dict)  # the edge's models, from `welcome`
+
+    def report(self) -> dict[str, Any]:
+        """A JSON-serialisable summary: what the CLI writes with `--report`."""
+        plan = self.plan.model_dump(mode="json", exclude={"lr_image"})
+        return {
+            "job_id": self.plan.job_id,
+            "policy": self.plan.policy,
+            "size": list(self.image.size),
+            "lr_size": list(self.lr_image.size),
+            "scale": self.plan.scale,
+            "steps": self.plan.steps,
+            "plan": plan,
+            "destinations": {str(k): v for k, v in sorted(self.destinations.items())},
+            "timings": {k: round(v, 4) for k, v in asdict(self.timings).items()},
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+            "random_weights": self.random_weights,
+            "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent,
+            "edge": self.edge,
+        }
+
+    def save_report(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.report(), indent=2) + "\n")

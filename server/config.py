@@ -1,0 +1,26 @@
+"""Edge daemon settings, with the defaults an operator gets from `hybridsr-edge serve`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EdgeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    preset: str = "tiny"
+    t2i_model: str | None = None  # overrides the preset's T2I model id or directory
+    sr_model: str | None = None  # overrides the preset's upscaler model id or directory
+    device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto"
+    max_jobs: int = 16  # accepted and unfinished jobs, over all sessions; beyond it: `busy`
+    max_frame_bytes: int = 32 * 1024 * 1024
+    max_prompt_chars: int = 1000
+    max_width: int = 4096
+    max_height: int = 4096
+    max_image_pixels: int = 4096 * 4096
+    tile: int = 32  # LR tile size
+    overlap: int = 8  # LR overlap between neighbouring tiles
+    sr_batch: int = 4  # edge tiles per diffusion-SR pipeline call
+    threshold: float = 0.5  # saliency score at or above which a tile is foreground
+    profile_on_start: bool = True  # time one T2I step and one SR tile at start-up

@@ -1,0 +1,134 @@
+"""The edge's shared state: loaded models, their workers, limits, profile and job count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from aiohttp import web
+
+from hybridsr.protocol import (
+    PROTOCOL_VERSION,
+    EdgeLimits,
+    EdgeModels,
+    EdgeProfile,
+)
+from hybridsr.server.config import EdgeConfig
+from hybridsr.server.models import DiffusionSR, TextToImage, load_models
+from hybridsr.server.presets import Preset, get_preset
+from hybridsr.server.workers import PipelineWorker
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "hybridsr-edge/0.1"
+
+
+class Edge:
+    """Everything a job needs from the edge; created on app start-up, closed on clean-up."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.preset: Preset = get_preset(config.preset, config.t2i_model, config.sr_model)
+        self.t2i: TextToImage | None = None
+        self.sr: DiffusionSR | None = None
+        self.device = "cpu"
+        self.t2i_worker = PipelineWorker("t2i", max_queue=config.max_jobs)
+        self.sr_worker = PipelineWorker("sr", max_queue=config.max_jobs)
+        self.profile = EdgeProfile()
+        self.active_jobs = 0
+        self.jobs_completed = 0
+        self.draining = False
+
+    @property
+    def limits(self) -> EdgeLimits:
+        c = self.config
+        return EdgeLimits(
+            max_frame_bytes=c.max_frame_bytes, max_prompt_chars=c.max_prompt_chars,
+            max_width=c.max_width, max_height=c.max_height,
+            size_multiple=self.preset.size_multiple, max_image_pixels=c.max_image_pixels,
+            scales=self.preset.scales, max_queue=c.max_jobs,
+        )
+
+    @property
+    def models(self) -> EdgeModels:
+        assert self.t2i is not None and self.sr is not None
+        return EdgeModels(
+            preset=self.preset.name, t2i=self.t2i.name, sr=self.sr.name,
+            sr_backend=self.preset.sr_backend, random_weights=self.preset.random_weights,
+            device=self.device,
+        )
+
+    def welcome_fields(self) -> dict:
+        return dict(
+            protocol_version=PROTOCOL_VERSION, server=SERVER_NAME, limits=self.limits,
+            models=self.models, profile=self.profile,
+        )
+
+    async def start(self) -> None:
+        log.info("loading preset %s on %s", self.preset.name, self.config.device)
+        self.t2i, self.sr, self.device = await asyncio.to_thread(
+            load_models, self.preset, self.config.device
+        )
+        self.t2i_worker.start()
+        self.sr_worker.start()
+        if self.config.profile_on_start:
+            await self._measure_profile()
+        log.info("edge ready: %s", self.models.model_dump())
+
+    async def close(self) -> None:
+        await self.t2i_worker.stop()
+        await self.sr_worker.stop()
+
+    async def _measure_profile(self) -> None:
+        """Time one small T2I run and one SR tile: a warm-up, and the costs we announce."""
+        m = self.preset.size_multiple
+        side = max(4 * m, 32)
+        t0 = time.perf_counter()
+        lr = await self.text_to_image("profile", "", side, side, 1, 0)
+        t1 = time.perf_counter()
+        tile = lr[: self.config.tile, : self.config.tile]
+        await self.super_resolve([tile], max(self.preset.scales), "", "", 0)
+        t2 = time.perf_counter()
+        self.profile = EdgeProfile(
+            t2i_s_per_step=round(t1 - t0, 4), sr_s_per_tile=round(t2 - t1, 4)
+        )
+
+    async def text_to_image(
+        self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+        seed: int | None, on_step: Callable[[int, int], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> np.ndarray:
+        assert self.t2i is not None
+        t2i = self.t2i
+        return await self.t2i_worker.call(
+            lambda: t2i(prompt, negative_prompt, width, height, steps, seed, on_step, cancelled)
+        )
+
+    async def super_resolve(
+        self, tiles: list[np.ndarray], scale: int, prompt: str, negative_prompt: str,
+        seed: int | None, on_step: Callable[[int, int], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> list[np.ndarray]:
+        """Diffusion SR of a batch of LR tiles; tiles are padded to the model's size factor."""
+        assert self.sr is not None
+        sr, m = self.sr, self.preset.size_multiple
+        padded = [_pad_to_multiple(t, m) for t in tiles]
+        out = await self.sr_worker.call(
+            lambda: sr(padded, scale, prompt, negative_prompt, seed, on_step, cancelled)
+        )
+        return [o[: t.shape[0] * scale, : t.shape[1] * scale] for o, t in zip(out, tiles, strict=True)]
+
+
+def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:
+    h, w = tile.shape[:2]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return tile
+    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+EDGE_KEY = web.AppKey("edge", Edge)

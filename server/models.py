@@ -1,0 +1,213 @@
+"""The edge's diffusers pipelines behind two small, blocking interfaces.
+
+`TextToImage` makes the LR image; `DiffusionSR` enhances a batch of LR tiles. Both are called
+from one worker thread each (diffusers pipelines are not thread-safe) and check a cancel flag
+between denoising steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hybridsr.server.presets import Preset
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]  # (step done, total)
+
+
+class JobCancelled(Exception):
+    """Raised inside a pipeline callback to stop a cancelled job between steps."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says which and why in one line."""
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    gen = torch.Generator("cpu")
+    gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**31)))
+    return gen
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class TextToImage:
+    """Prompt → LR image with a diffusers text-to-image pipeline."""
+
+    def __init__(self, pipe, preset: Preset, name: str) -> None:
+        self.pipe = pipe
+        self.preset = preset
+        self.name = name
+
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        width: int,
+        height: int,
+        steps: int,
+        seed: int | None,
+        on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> np.ndarray:
+        def callback(pipe, step, timestep, kwargs):
+            if cancelled is not None and cancelled.is_set():
+                raise JobCancelled()
+            if on_step is not None:
+                on_step(step + 1, steps)
+            return kwargs
+
+        if cancelled is not None and cancelled.is_set():
+            raise JobCancelled()
+        out = self.pipe(
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            width=width,
+            height=height,
+            num_inference_steps=steps,
+            guidance_scale=self.preset.guidance_scale,
+            generator=_generator(seed),
+            callback_on_step_end=callback,
+        )
+        return _to_array(out.images[0])
+
+
+class DiffusionSR:
+    """A batch of LR tiles → HR tiles, by the x4 upscaler or by img2img refinement."""
+
+    def __init__(self, pipe, preset: Preset, name: str) -> None:
+        self.pipe = pipe
+        self.preset = preset
+        self.name = name
+        self.backend = preset.sr_backend
+
+    def __call__(
+        self,
+        tiles: list[np.ndarray],
+        scale: int,
+        prompt: str,
+        negative_prompt: str,
+        seed: int | None,
+        on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> list[np.ndarray]:
+        if cancelled is not None and cancelled.is_set():
+            raise JobCancelled()
+        steps = self.preset.sr_steps
+        images = [Image.fromarray(t) for t in tiles]
+        prompts = [prompt] * len(images)
+        negatives = [negative_prompt] * len(images) if negative_prompt else None
+        if self.backend == "upscaler":
+            if scale != 4:
+                raise ValueError("the x4 upscaler only supports scale 4")
+
+            def legacy_callback(step, timestep, latents):
+                if cancelled is not None and cancelled.is_set():
+                    raise JobCancelled()
+                if on_step is not None:
+                    on_step(step + 1, steps)
+
+            out = self.pipe(
+                prompt=prompts,
+                negative_prompt=negatives,
+                image=images,
+                num_inference_steps=steps,
+                guidance_scale=self.preset.sr_guidance_scale,
+                generator=_generator(seed),
+                callback=legacy_callback,
+                callback_steps=1,
+            )
+        else:
+            # Ultimate-SD-Upscale style: upscale with Lanczos, then refine at low strength.
+            images = [
+                im.resize((im.width * scale, im.height * scale), Image.Resampling.LANCZOS)
+                for im in images
+            ]
+            strength = self.preset.img2img_strength
+            real_steps = max(1, int(steps * strength))
+
+            def callback(pipe, step, timestep, kwargs):
+                if cancelled is not None and cancelled.is_set():
+                    raise JobCancelled()
+                if on_step is not None:
+                    on_step(step + 1, real_steps)
+                return kwargs
+
+            out = self.pipe(
+                prompt=prompts,
+                negative_prompt=negatives,
+                image=images,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=self.preset.sr_guidance_scale,
+                generator=_generator(seed),
+                callback_on_step_end=callback,
+            )
+        return [_to_array(im) for im in out.images]
+
+
+def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, DiffusionSR, str]:
+    """Build or load the preset's pipelines on `device`; returns (t2i, sr, device)."""
+    import diffusers
+
+    device = pick_device(device)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    if preset.t2i == "tiny":
+        from hybridsr.server import tiny
+
+        t2i_pipe = tiny.build_tiny_text2image(seed=0)
+        t2i_name = "tiny (random weights)"
+    else:
+        t2i_pipe = _from_pretrained(diffusers.AutoPipelineForText2Image, preset.t2i, dtype)
+        t2i_name = preset.t2i
+    t2i_pipe = t2i_pipe.to(device)
+
+    if preset.sr_backend == "img2img":
+        # Reuse the T2I weights with a scheduler of its own: schedulers keep per-call state.
+        components = dict(t2i_pipe.components)
+        components["scheduler"] = type(t2i_pipe.scheduler).from_config(t2i_pipe.scheduler.config)
+        sr_pipe = diffusers.StableDiffusionImg2ImgPipeline(**components)
+        sr_name = f"img2img refinement with {t2i_name}"
+    elif preset.sr == "tiny":
+        from hybridsr.server import tiny
+
+        sr_pipe = tiny.build_tiny_upscaler(seed=1)
+        sr_name = "tiny x4 upscaler (random weights)"
+    else:
+        sr_pipe = _from_pretrained(diffusers.StableDiffusionUpscalePipeline, preset.sr, dtype)
+        sr_name = preset.sr
+    sr_pipe = sr_pipe.to(device)
+    for pipe in (t2i_pipe, sr_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    return TextToImage(t2i_pipe, preset, t2i_name), DiffusionSR(sr_pipe, preset, sr_name), device
+
+
+def _from_pretrained(cls, model: str, dtype: torch.dtype):
+    kwargs = {"torch_dtype": dtype}
+    if cls.__name__ != "StableDiffusionUpscalePipeline":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = cls.from_pretrained(model, **kwargs)
+    except Exception as exc:
+        where = "local directory" if Path(model).exists() else "Hugging Face model"
+        raise ModelLoadError(
+            f"cannot load {where} {model!r}: it is neither in the local cache nor reachable "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    return pipe

@@ -1,0 +1,83 @@
+"""`POST /v1/generate`: the edge composes the full image for thin clients that run no SR.
+
+The job runs exactly as over a WebSocket, except that the device's tiles are done here with
+the same light SR the SDK uses (Lanczos) and the edge stitches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+from aiohttp import web
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+
+from hybridsr.protocol import (
+    Done,
+    Error,
+    ErrorCode,
+    Generate,
+    Plan,
+    ProtocolError,
+    TileResult,
+    decode_image,
+)
+from hybridsr.sdk.compose import compose
+from hybridsr.sdk.devicesr import LanczosSR
+from hybridsr.server.edge import EDGE_KEY, Edge
+from hybridsr.server.job import EdgeJob
+from hybridsr.server.validation import validate_generate
+
+_STATUS = {ErrorCode.BUSY: 503, ErrorCode.SHUTTING_DOWN: 503, ErrorCode.INTERNAL: 500}
+
+
+def _error(code: ErrorCode, message: str) -> web.Response:
+    return web.json_response(
+        {"code": code.value, "message": message}, status=_STATUS.get(code, 400)
+    )
+
+
+async def handle_generate(request: web.Request) -> web.Response:
+    edge: Edge = request.app[EDGE_KEY]
+    if request.content_length and request.content_length > 64 * 1024:
+        return _error(ErrorCode.FRAME_TOO_LARGE, "request body over 64 KiB")
+    try:
+        body = json.loads(await request.read())
+        body.setdefault("job_id", f"http-{uuid.uuid4().hex[:12]}")
+        message = Generate.model_validate({**body, "type": "generate"})
+        job_request = validate_generate(message, edge.limits, edge.preset)
+    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+        return _error(ErrorCode.INVALID_MESSAGE, str(exc).splitlines()[0])
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    if edge.draining:
+        return _error(ErrorCode.SHUTTING_DOWN, "edge is shutting down")
+    if edge.active_jobs >= edge.config.max_jobs:
+        return _error(ErrorCode.BUSY, "too many jobs in progress; retry later")
+
+    received: list[BaseModel] = []
+
+    async def collect(message: BaseModel) -> None:
+        received.append(message)
+
+    edge.active_jobs += 1
+    await EdgeJob(job_request, edge, collect).run()
+
+    final = received[-1]
+    if isinstance(final, Error):
+        return _error(ErrorCode(final.code), final.message)
+    assert isinstance(final, Done)
+    plan = next(m for m in received if isinstance(m, Plan))
+    assert plan.lr_image is not None
+    lr = decode_image(plan.lr_image)
+    edge_tiles = {m.index: decode_image(m.image) for m in received if isinstance(m, TileResult)}
+    image = compose(lr, plan, edge_tiles, LanczosSR())
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    headers = {
+        "X-Hybridsr-Timings": json.dumps(final.timings),
+        "X-Hybridsr-Random-Weights": str(plan.random_weights).lower(),
+    }
+    return web.Response(body=buf.getvalue(), content_type="image/png", headers=headers)

@@ -1,0 +1,161 @@
+"""One WebSocket session: handshake, then jobs until the client leaves.
+
+Bad frames are answered with an `error` frame and the session goes on; a failed job ends
+only that job. Whatever one client sends, the others keep being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel
+
+from hybridsr.protocol import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    Enhance,
+    Error,
+    ErrorCode,
+    Generate,
+    Hello,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+from hybridsr.server.edge import EDGE_KEY, Edge
+from hybridsr.server.job import EdgeJob
+from hybridsr.server.validation import validate_enhance, validate_generate
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 30.0
+
+
+class Session:
+    def __init__(self, ws: web.WebSocketResponse, edge: Edge) -> None:
+        self.ws = ws
+        self.edge = edge
+        self.id = uuid.uuid4().hex[:12]
+        self.jobs: dict[str, EdgeJob] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self._send_lock = asyncio.Lock()
+        self.greeted = False
+
+    async def send(self, message: BaseModel) -> None:
+        async with self._send_lock:
+            await self.ws.send_bytes(encode(message))
+
+    async def error(self, code: ErrorCode, message: str, job_id: str | None = None,
+                    retry_after_s: float | None = None) -> None:
+        await self.send(Error(job_id=job_id, code=code.value, message=message,
+                              retry_after_s=retry_after_s))
+
+    async def serve(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.BINARY:
+                    await self.on_frame(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await self.error(ErrorCode.BAD_FRAME, "send msgpack in binary frames")
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("session %s: websocket error %s", self.id, self.ws.exception())
+        finally:
+            for job in self.jobs.values():
+                job.cancel()  # nobody is left to receive the result
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode(frame, self.edge.config.max_frame_bytes)
+            await self.dispatch(message)
+        except ProtocolError as exc:
+            job_id = _job_id_of(frame)
+            await self.error(exc.code, exc.message, job_id=job_id)
+            if exc.code == ErrorCode.VERSION_MISMATCH:
+                await self.ws.close()
+
+    async def dispatch(self, message: BaseModel) -> None:
+        if isinstance(message, Hello):
+            if message.protocol_version != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    ErrorCode.VERSION_MISMATCH,
+                    f"client speaks protocol {message.protocol_version}, this edge speaks "
+                    f"{PROTOCOL_VERSION}; upgrade the older side",
+                )
+            self.greeted = True
+            self.device = message.device
+            await self.send(Welcome(session_id=self.id, **self.edge.welcome_fields()))
+            return
+        if not self.greeted:
+            raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send `hello` first")
+        if isinstance(message, (Generate, Enhance)):
+            await self.start_job(message)
+        elif isinstance(message, Cancel):
+            job = self.jobs.get(message.job_id)
+            if job is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running job {message.job_id!r}")
+            job.cancel()
+        else:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE, f"a client does not send {message.type!r}"
+            )
+
+    async def start_job(self, message: Generate | Enhance) -> None:
+        edge = self.edge
+        if message.job_id in self.jobs:
+            raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job {message.job_id!r} is running")
+        if edge.draining:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "edge is shutting down")
+        if isinstance(message, Generate):
+            request = validate_generate(message, edge.limits, edge.preset)
+        else:
+            request = validate_enhance(message, edge.limits, edge.preset)
+        if edge.active_jobs >= edge.config.max_jobs:
+            await self.error(ErrorCode.BUSY, f"{edge.active_jobs} jobs in progress; retry later",
+                             job_id=message.job_id, retry_after_s=1.0)
+            return
+        position = edge.active_jobs
+        edge.active_jobs += 1
+        job = EdgeJob(request, edge, self.send)
+        self.jobs[request.job_id] = job
+        await self.send(Accepted(job_id=request.job_id, queue_position=position))
+        task = asyncio.create_task(job.run(), name=f"job-{request.job_id}")
+        self.tasks.add(task)
+        task.add_done_callback(lambda t, jid=request.job_id: self._finished(jid, t))
+
+    def _finished(self, job_id: str, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.jobs.pop(job_id, None)
+
+
+def _job_id_of(frame: bytes) -> str | None:
+    """Best-effort job id of a refused frame, so the client can tell which job failed."""
+    try:
+        import msgpack
+
+        data = msgpack.unpackb(frame, raw=False)
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
+    except Exception:
+        return None
+
+
+async def handle_session(request: web.Request) -> web.WebSocketResponse:
+    edge: Edge = request.app[EDGE_KEY]
+    # aiohttp refuses frames above max_msg_size outright; allow 2x so frames just over our
+    # limit still get a readable `frame_too_large` error instead of a dropped connection.
+    ws = web.WebSocketResponse(max_msg_size=2 * edge.config.max_frame_bytes, heartbeat=30.0)
+    await ws.prepare(request)
+    session = Session(ws, edge)
+    log.info("session %s opened from %s", session.id, request.remote)
+    await session.serve()
+    log.info("session %s closed", session.id)
+    return ws

@@ -1,0 +1,105 @@
+"""Checks on a job request that need the edge's limits; each failure has a stable code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hybridsr.protocol import (
+    POLICIES,
+    EdgeLimits,
+    Enhance,
+    ErrorCode,
+    Generate,
+    ProtocolError,
+    decode_image,
+)
+from hybridsr.server.presets import Preset
+
+
+@dataclass
+class JobRequest:
+    """A validated job: the target size, and the LR size the edge will work at."""
+
+    job_id: str
+    kind: str  # "generate" | "enhance"
+    prompt: str
+    negative_prompt: str
+    lr_width: int
+    lr_height: int
+    scale: int
+    steps: int
+    seed: int | None
+    policy: str
+    threshold: float | None
+    image_format: str
+    lr_image: np.ndarray | None = None  # given by the client for `enhance`
+
+
+def _check_common(msg: Generate | Enhance, limits: EdgeLimits, preset: Preset) -> int:
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(msg, name)
+        if len(text) > limits.max_prompt_chars:
+            raise ProtocolError(
+                ErrorCode.PROMPT_TOO_LONG,
+                f"{name} has {len(text)} characters; the limit is {limits.max_prompt_chars}",
+            )
+    if msg.policy not in POLICIES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_POLICY,
+            f"unknown policy {msg.policy!r}; known: {', '.join(POLICIES)}",
+        )
+    scale = msg.scale if msg.scale is not None else max(preset.scales)
+    if scale not in limits.scales:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE, f"scale {scale} not supported; this edge offers {limits.scales}"
+        )
+    return scale
+
+
+def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobRequest:
+    scale = _check_common(msg, limits, preset)
+    w, h = msg.width, msg.height
+    if not (0 < w <= limits.max_width and 0 < h <= limits.max_height):
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"size {w}x{h} outside 1..{limits.max_width} x 1..{limits.max_height}",
+        )
+    unit = scale * limits.size_multiple
+    if w % unit or h % unit:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"width and height must be multiples of {unit} (scale {scale} × model factor "
+            f"{limits.size_multiple}); try {max(unit, round(w / unit) * unit)}x"
+            f"{max(unit, round(h / unit) * unit)}",
+        )
+    steps = msg.steps if msg.steps is not None else preset.t2i_steps
+    if not 1 <= steps <= preset.max_t2i_steps:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, f"steps must be in 1..{preset.max_t2i_steps}, got {steps}"
+        )
+    return JobRequest(
+        job_id=msg.job_id, kind="generate", prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt, lr_width=w // scale, lr_height=h // scale,
+        scale=scale, steps=steps, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
+        image_format=msg.image_format,
+    )
+
+
+def validate_enhance(msg: Enhance, limits: EdgeLimits, preset: Preset) -> JobRequest:
+    scale = _check_common(msg, limits, preset)
+    blob = msg.image
+    if blob.width * scale > limits.max_width or blob.height * scale > limits.max_height:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"{blob.width}x{blob.height} at scale {scale} exceeds the output limit "
+            f"{limits.max_width}x{limits.max_height}",
+        )
+    image = decode_image(blob, max_pixels=limits.max_image_pixels)
+    return JobRequest(
+        job_id=msg.job_id, kind="enhance", prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt, lr_width=blob.width, lr_height=blob.height,
+        scale=scale, steps=0, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
+        image_format=msg.image_format, lr_image=image,
+    )

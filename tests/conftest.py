@@ -1,0 +1,33 @@
+"""Shared fixtures: a real tiny-preset edge on 127.0.0.1, started once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def edge():
+    """A real edge server (aiohttp + tiny random diffusers pipelines) on a free port."""
+    from hybridsr.server import BackgroundEdge, EdgeConfig
+
+    config = EdgeConfig(port=0, preset="tiny", max_frame_bytes=2 * 1024 * 1024,
+                        max_prompt_chars=200, max_width=1024, max_height=1024,
+                        max_image_pixels=512 * 512)
+    with BackgroundEdge(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A 64x64 photo-like LR image: smooth gradient background, one textured object."""
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    img = np.stack([60 + x, 80 + y, 120 + 0.5 * (x + y)], axis=-1)
+    rng = np.random.default_rng(3)
+    disk = (x - 44) ** 2 + (y - 20) ** 2 < 12**2
+    img[disk] = rng.integers(0, 256, size=(int(disk.sum()), 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
