@@ -102,8 +102,8 @@ def tile_scores(
 ) -> list[float]:
     """Mean of saliency_weight*saliency + (1-saliency_weight)*detail over each tile.
 
-    Normalised so the best tile scores 1.0; an image with no structure scores 0.0
-    everywhere.
+    Min-max normalised over the tiles (best 1.0, least salient 0.0); an image whose tiles
+    are all alike scores 0.0 everywhere.
     """
     if not 0.0 <= saliency_weight <= 1.0:
         raise ValueError(f"saliency_weight must be in [0, 1], got {saliency_weight}")
@@ -124,10 +124,15 @@ def tile_scores(
         total = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
         means.append(total / (t.w * t.h))
     scores = np.clip(np.array(means, dtype=np.float64), 0.0, None)
-    top = scores.max() if len(scores) else 0.0
-    if top <= 1e-12:
+    if len(scores) == 0:
+        return []
+    # Min-max over the tiles: saliency is relative, so the least salient tile scores 0 and
+    # the most salient 1. Scaling by the maximum alone put every tile of an evenly busy
+    # image near 1, and a fixed threshold then sent all of them to the edge.
+    low, top = scores.min(), scores.max()
+    if top - low <= 1e-6 * max(top, 1e-12) or top <= 1e-12:
         return [0.0] * len(scores)
-    return [float(s) for s in np.clip(scores / top, 0.0, 1.0)]
+    return [float(s) for s in np.clip((scores - low) / (top - low), 0.0, 1.0)]
 
 
 def select_foreground(scores: Sequence[float], threshold: float) -> list[bool]:

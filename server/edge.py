@@ -120,7 +120,10 @@ class Edge:
         out = await self.sr_worker.call(
             lambda: sr(padded, scale, prompt, negative_prompt, seed, on_step, cancelled)
         )
-        return [o[: t.shape[0] * scale, : t.shape[1] * scale] for o, t in zip(out, tiles, strict=True)]
+        return [
+            o[: t.shape[0] * scale, : t.shape[1] * scale]
+            for o, t in zip(out, tiles, strict=True)
+        ]
 
 
 def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""The `hybridsr` and `hybridsr-edge` commands as a user runs them, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connection_is_one_clear_line():
+    proc = run("hybridsr.client", "generate", "x", "--edge", f"ws://127.0.0.1:{_free_port()}")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect to edge" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["generate", "x", "--width", "-5"], "positive integer"),
+        (["generate", "x", "--policy", "nope"], "invalid choice"),
+        (["enhance"], "required"),
+        (["generate", "x", "--edge", "ftp://host:1"], "edge URL"),
+    ],
+)
+def test_invalid_arguments_are_one_clear_line(args, needle):
+    proc = run("hybridsr.client", *args)
+    assert proc.returncode in (1, 2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_probe_prints_the_device_profile():
+    proc = run("hybridsr.client", "probe")
+    assert proc.returncode == 0, proc.stderr
+    profile = json.loads(proc.stdout)
+    assert profile["cores"] >= 1 and profile["sr_backend"] == "lanczos"
+    assert profile["sr_ms_per_lr_pixel"] > 0
+
+
+def test_generate_and_enhance_against_a_running_edge(edge, tmp_path, photo):
+    out, report = tmp_path / "out.png", tmp_path / "report.json"
+    proc = run("hybridsr.client", "generate", "a boat", "--edge", edge.url, "--width", "128",
+               "--height", "96", "--seed", "3", "-o", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (128, 96)
+    data = json.loads(report.read_text())
+    assert data["policy"] == "split-device" and data["degraded"] is False
+    assert {"t2i", "transfer", "device_sr", "edge_sr", "stitch", "total"} <= set(data["timings"])
+    assert len(data["plan"]["tiles"]) == len(data["destinations"])
+
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    proc = run("hybridsr.client", "enhance", str(tmp_path / "in.png"), "--edge", edge.url,
+               "--scale", "4", "-o", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (256, 256)
+
+
+def test_enhance_missing_file_is_one_line(edge, tmp_path):
+    proc = run("hybridsr.client", "enhance", str(tmp_path / "nope.png"), "--edge", edge.url)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("hybridsr: error: cannot read image")
+
+
+def test_demo_writes_its_files(tmp_path):
+    proc = run("hybridsr.client", "demo", "--out", str(tmp_path), "--width", "128",
+               "--height", "128", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("final.png", "lr.png", "plan.png", "report.json"):
+        assert (tmp_path / name).exists(), name
+    assert "random" in proc.stderr.lower()  # says plainly that the weights are random
+    assert str(tmp_path) in proc.stdout
+    assert Image.open(tmp_path / "final.png").size == (128, 128)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["random_weights"] is True
+
+
+def test_edge_daemon_refuses_a_busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = run("hybridsr.server", "serve", "--port", str(port), "--log-level", "ERROR")
+    assert proc.returncode == 1
+    assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr

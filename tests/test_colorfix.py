@@ -1,0 +1,201 @@
+"""Colour correction of enhanced tiles, alone and as the cure for tonal seams in a stitch."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hybridsr.sdk.colorfix import adain_color_fix, color_fix, wavelet_color_fix
+from hybridsr.sdk.stitch import stitch
+from hybridsr.sdk.tiles import tile_grid, upscale_tile
+
+METHODS = ["wavelet", "adain"]
+
+
+def gradient(width: int, height: int) -> np.ndarray:
+    """Smooth colour gradients: the content on which tonal seams are most visible."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    img = np.stack(
+        [30 + 190 * xx / width, 40 + 170 * yy / height, 60 + 80 * (xx + yy) / (width + height)],
+        -1,
+    )
+    return np.rint(img).astype(np.uint8)
+
+
+def checkerboard(height: int, width: int, amplitude: float) -> np.ndarray:
+    """Finest-scale texture, the kind of detail diffusion SR adds; zero mean on 2x2 blocks."""
+    yy, xx = np.indices((height, width))
+    return (amplitude * (-1.0) ** (yy + xx))[:, :, None]
+
+
+def resize(img: np.ndarray, scale: int, method: Image.Resampling) -> np.ndarray:
+    h, w = img.shape[:2]
+    return np.asarray(Image.fromarray(img).resize((w * scale, h * scale), method))
+
+
+def stable_sr_wavelet(content: np.ndarray, style: np.ndarray, levels: int = 5) -> np.ndarray:
+    """StableSR's wavelet_reconstruction, written out: 3x3 dilated kernel, replicate padding."""
+    kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16
+
+    def blur(img, r):
+        p = np.pad(img, ((r, r), (r, r), (0, 0)), mode="edge")
+        h, w = img.shape[:2]
+        return sum(
+            kernel[i, j] * p[i * r : i * r + h, j * r : j * r + w]
+            for i in range(3)
+            for j in range(3)
+        )
+
+    def decompose(img):
+        high = np.zeros_like(img)
+        for i in range(levels):
+            low = blur(img, 2**i)
+            high += img - low
+            img = low
+        return high, low
+
+    out = decompose(content.astype(np.float64))[0] + decompose(style.astype(np.float64))[1]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(64, 48, 3), (20, 30, 3), (100, 7, 3)])
+@pytest.mark.parametrize("levels", [1, 5])
+def test_wavelet_matches_stablesr_reference(shape, levels) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    b = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = wavelet_color_fix(a, b, levels)
+    assert out.dtype == np.uint8 and out.shape == shape
+    assert int(np.abs(out.astype(int) - stable_sr_wavelet(a, b, levels)).max()) <= 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fix_removes_tint_and_keeps_detail(method: str) -> None:
+    reference = resize(gradient(32, 32), 4, Image.Resampling.BICUBIC)
+    texture = checkerboard(128, 128, 6.0)
+    tinted = np.clip(np.rint(reference + np.array([25, -15, 10]) + texture), 0, 255)
+    out = color_fix(tinted.astype(np.uint8), reference, method).astype(float)
+    # Tone: 4x4 block means (the texture averages out) follow the reference.
+    diff = (out - reference).reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
+    assert np.abs(diff).max() < 4
+    assert np.abs(diff.mean(axis=(0, 1))).max() < 1
+    # Detail: the added texture survives almost intact.
+    kept = ((out - reference) * texture).sum() / (texture * texture).sum() / 3
+    assert kept > 0.85
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fix_against_itself_is_identity(method: str) -> None:
+    img = resize(gradient(20, 12), 4, Image.Resampling.BICUBIC)
+    assert int(np.abs(color_fix(img, img, method).astype(int) - img).max()) <= 1
+
+
+def test_adain_matches_channel_statistics() -> None:
+    rng = np.random.default_rng(2)
+    tile = rng.integers(60, 120, (40, 50, 3), dtype=np.uint8)
+    reference = rng.normal([100, 150, 50], [20, 5, 30], (40, 50, 3)).clip(0, 255).astype(np.uint8)
+    out = adain_color_fix(tile, reference).astype(float)
+    np.testing.assert_allclose(out.mean((0, 1)), reference.mean((0, 1)), atol=1)
+    np.testing.assert_allclose(out.std((0, 1)), reference.std((0, 1)), atol=1)
+    flat = np.full((8, 8, 3), 90, np.uint8)  # no contrast: only the mean moves
+    np.testing.assert_allclose(
+        adain_color_fix(flat, reference[:8, :8]).mean((0, 1)),
+        reference[:8, :8].mean((0, 1)),
+        atol=1,
+    )
+
+
+def test_color_fix_dispatch_and_validation() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(color_fix(a, b, "none"), a)
+    np.testing.assert_array_equal(color_fix(a, b, "wavelet"), wavelet_color_fix(a, b))
+    np.testing.assert_array_equal(color_fix(a, b, "adain"), adain_color_fix(a, b))
+    assert color_fix(a[:, :, 0], b[:, :, 0], "wavelet").shape == (16, 16)
+    with pytest.raises(ValueError):
+        color_fix(a, b, "histogram")  # type: ignore[arg-type]
+    for method in ("wavelet", "adain", "none"):
+        with pytest.raises(ValueError):
+            color_fix(a, b[:-1], method)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        wavelet_color_fix(a, b, levels=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_512_tile_is_fast(method: str) -> None:
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    color_fix(a, b, method)
+    start = time.perf_counter()
+    color_fix(a, b, method)
+    assert time.perf_counter() - start < 0.5  # ~10 ms measured on 2 cores; catches loops
+
+
+# --- seams: light-SR tiles next to tinted "diffusion" tiles on a gradient ------------------
+
+W, H, S = 96, 64, 4
+TINT = np.array([25, -15, 10])
+
+
+def light_sr(patch: np.ndarray, scale: int) -> np.ndarray:
+    return resize(patch, scale, Image.Resampling.LANCZOS)
+
+
+def heavy_sr(method: str):
+    """Another SR with a tonal drift (a per-channel offset) and its own fine texture,
+    colour-fixed against the bicubic upscale of the same LR patch (with context)."""
+
+    def fn(patch: np.ndarray, scale: int) -> np.ndarray:
+        base = resize(patch, scale, Image.Resampling.BICUBIC)
+        drifted = base + TINT + checkerboard(*base.shape[:2], 6.0)
+        drifted = np.clip(np.rint(drifted), 0, 255).astype(np.uint8)
+        return color_fix(drifted, base, method)  # type: ignore[arg-type]
+
+    return fn
+
+
+def seam_stats(method: str, ramp: str) -> tuple[float, float]:
+    """(largest tone jump between neighbouring tiles, largest step between 8x8 blocks),
+    measured on the deviation from whole-image light SR."""
+    lr = gradient(W, H)
+    tiles = tile_grid(W, H, 32, 8)
+    cols = len({t.x for t in tiles})
+    heavy = heavy_sr(method)
+    hr = {
+        t.index: upscale_tile(lr, t, S, heavy if (t.index + t.index // cols) % 2 else light_sr, 4)
+        for t in tiles
+    }
+    dev = stitch(tiles, hr, W, H, S, ramp).astype(float) - light_sr(lr, S)
+    centre = {}
+    for t in tiles:  # mean deviation over the central half of each tile, per channel
+        x0, y0 = (t.x + t.w // 4) * S, (t.y + t.h // 4) * S
+        centre[t.index] = dev[y0 : y0 + t.h // 2 * S, x0 : x0 + t.w // 2 * S].mean((0, 1))
+    jumps = [
+        np.abs(centre[a.index] - centre[b.index]).max()
+        for a in tiles
+        for b in tiles
+        if b.index > a.index
+        and (a.x == b.x or a.y == b.y)
+        and abs(a.x - b.x) + abs(a.y - b.y) <= 32
+    ]
+    blocks = dev.reshape(H * S // 8, 8, W * S // 8, 8, 3).mean((1, 3))
+    step = max(np.abs(np.diff(blocks, axis=0)).max(), np.abs(np.diff(blocks, axis=1)).max())
+    return max(jumps), float(step)
+
+
+@pytest.mark.parametrize("ramp", ["cosine", "linear"])
+@pytest.mark.parametrize("method", METHODS)
+def test_color_fix_removes_seams_on_gradient(method: str, ramp: str) -> None:
+    jump, step = seam_stats(method, ramp)
+    assert jump < 2 and step < 2.5
+
+
+@pytest.mark.parametrize("ramp", ["cosine", "linear"])
+def test_without_color_fix_the_seam_is_visible(ramp: str) -> None:
+    jump, step = seam_stats("none", ramp)
+    assert jump > 20 and step > 5  # the drift shows, even through the feathered blend

@@ -1,0 +1,46 @@
+"""Loading real presets: local directories through diffusers' own from_pretrained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybridsr.server import tiny
+from hybridsr.server.models import ModelLoadError, load_models
+from hybridsr.server.presets import get_preset
+
+
+def test_local_directories_load_like_model_ids(tmp_path):
+    tiny.build_tiny_text2image(seed=0).save_pretrained(tmp_path / "t2i")
+    tiny.build_tiny_upscaler(seed=1).save_pretrained(tmp_path / "sr")
+    preset = get_preset("sd-turbo", t2i=str(tmp_path / "t2i"), sr=str(tmp_path / "sr"))
+    preset = type(preset)(**{**preset.__dict__, "sr_steps": 2, "t2i_steps": 2})
+    t2i, sr, device = load_models(preset, "cpu")
+    assert device == "cpu" and t2i.name == str(tmp_path / "t2i")
+    lr = t2i("a tree", "", 64, 64, 2, seed=1)
+    assert lr.shape == (64, 64, 3)
+    out = sr([lr[:32, :32], lr[32:, 32:]], 4, "a tree", "", seed=1)
+    assert [o.shape for o in out] == [(128, 128, 3)] * 2
+
+
+def test_missing_model_gives_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        load_models(get_preset("sd-turbo"), "cpu")
+    message = str(info.value)
+    assert "stabilityai/sd-turbo" in message and "\n" not in message
+
+
+def test_img2img_backend_reuses_t2i_weights():
+    preset = get_preset("tiny-img2img")
+    t2i, sr, _ = load_models(preset, "cpu")
+    assert sr.pipe.unet is t2i.pipe.unet and sr.pipe.scheduler is not t2i.pipe.scheduler
+    tile = np.full((32, 32, 3), 128, np.uint8)
+    out = sr([tile], 2, "", "", seed=0)
+    assert out[0].shape == (64, 64, 3)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="known presets"):
+        get_preset("nope")

@@ -1,0 +1,212 @@
+"""Feathered stitching: exactness for identical SR, weight maps, and the Stitcher API."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hybridsr.sdk.stitch import Stitcher, stitch, tile_weights
+from hybridsr.sdk.tiles import Tile, tile_grid, upscale_tile
+
+RAMPS = ["cosine", "linear"]
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Gradients, hard-edged shapes and noise: content that exercises resampling kernels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    img = np.stack(
+        [40 + 150 * xx / width, 60 + 120 * yy / height, 128 + 60 * np.sin(xx / 7 + yy / 11)], -1
+    )
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(3, width / 4)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        img[y0 : y0 + rng.integers(2, 15), x0 : x0 + rng.integers(2, 15)] = rng.uniform(0, 255, 3)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def pil_upscale(method: Image.Resampling):
+    def fn(patch: np.ndarray, scale: int) -> np.ndarray:
+        h, w = patch.shape[:2]
+        return np.asarray(Image.fromarray(patch).resize((w * scale, h * scale), method))
+
+    return fn
+
+
+def hr_tiles_for(img, tiles, scale, fn, context):
+    return {t.index: upscale_tile(img, t, scale, fn, context) for t in tiles}
+
+
+@pytest.mark.parametrize("ramp", RAMPS)
+@pytest.mark.parametrize("scale,tile,overlap", [(4, 32, 8), (2, 32, 8), (4, 16, 4), (3, 16, 4)])
+@pytest.mark.parametrize(
+    "method,context",
+    [(Image.Resampling.LANCZOS, 4), (Image.Resampling.NEAREST, 4), (Image.Resampling.NEAREST, 0)],
+)
+@pytest.mark.parametrize("width,height", [(64, 48), (61, 45)])
+def test_same_sr_everywhere_equals_whole_image_sr(
+    width, height, method, context, scale, tile, overlap, ramp
+) -> None:
+    img = photo_like(width, height)
+    fn = pil_upscale(method)
+    tiles = tile_grid(width, height, tile, overlap)
+    out = stitch(tiles, hr_tiles_for(img, tiles, scale, fn, context), width, height, scale, ramp)
+    whole = fn(img, scale)
+    assert out.shape == whole.shape and out.dtype == np.uint8
+    assert int(np.abs(out.astype(int) - whole).max()) <= 1
+
+
+def placed_weight_sum(tiles, width, height, scale, ramp) -> np.ndarray:
+    total = np.zeros((height * scale, width * scale))
+    for t, w in zip(tiles, tile_weights(tiles, width, height, scale, ramp), strict=True):
+        assert w.shape == (t.h * scale, t.w * scale) and w.dtype == np.float32
+        total[t.y * scale : (t.y + t.h) * scale, t.x * scale : (t.x + t.w) * scale] += w
+    return total
+
+
+@pytest.mark.parametrize("ramp", RAMPS)
+@pytest.mark.parametrize(
+    "width,height,tile,overlap", [(64, 48, 32, 8), (70, 33, 16, 4), (90, 50, 24, 6)]
+)
+def test_weights_are_a_partition_of_unity_on_a_grid(width, height, tile, overlap, ramp) -> None:
+    total = placed_weight_sum(tile_grid(width, height, tile, overlap), width, height, 2, ramp)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+
+
+def expected_overlaps(t: Tile, tiles: list[Tile], axis: str) -> tuple[int, int]:
+    """LR overlap with the previous and next tile in the same row (axis "x") or column."""
+    pos, size, other = ("x", "w", "y") if axis == "x" else ("y", "h", "x")
+    line = sorted(
+        (u for u in tiles if getattr(u, other) == getattr(t, other)), key=lambda u: getattr(u, pos)
+    )
+    i = line.index(t)
+    start, end = getattr(t, pos), getattr(t, pos) + getattr(t, size)
+    prev = line[i - 1] if i > 0 else None
+    nxt = line[i + 1] if i + 1 < len(line) else None
+    before = getattr(prev, pos) + getattr(prev, size) - start if prev else 0
+    after = end - getattr(nxt, pos) if nxt else 0
+    return before, after
+
+
+@pytest.mark.parametrize("ramp", RAMPS)
+def test_weight_ramps_span_the_actual_overlap(ramp: str) -> None:
+    scale = 3
+    tiles = tile_grid(70, 70, 32, 8)  # starts 0, 24, 38 on both axes: the last overlap is 18
+    weights = tile_weights(tiles, 70, 70, scale, ramp)
+    for t, w in zip(tiles, weights, strict=True):
+        assert w.min() > 0 and w.max() <= 1
+        # Separable, and every tile has an unramped middle: max over rows is the x profile.
+        for axis, profile in (("x", w.max(axis=0)), ("y", w.max(axis=1))):
+            before, after = expected_overlaps(t, tiles, axis)
+            assert np.count_nonzero(profile < 1 - 1e-6) == (before + after) * scale
+            if before:
+                assert np.all(np.diff(profile[: before * scale]) > 0)  # rising from near 0
+                assert profile[0] < 0.05
+            else:
+                assert profile[0] == 1.0  # image border: full weight
+            if after:
+                assert np.all(np.diff(profile[-after * scale :]) < 0)
+            else:
+                assert profile[-1] == 1.0
+
+
+def test_ramp_kinds_differ_and_unknown_is_rejected() -> None:
+    tiles = tile_grid(64, 48, 32, 8)
+    cos = tile_weights(tiles, 64, 48, 2, "cosine")
+    lin = tile_weights(tiles, 64, 48, 2, "linear")
+    assert any(not np.allclose(a, b) for a, b in zip(cos, lin, strict=True))
+    with pytest.raises(ValueError):
+        tile_weights(tiles, 64, 48, 2, "gaussian")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ramp", RAMPS)
+def test_differing_tiles_are_feathered_not_cut(ramp: str) -> None:
+    """Alternating flat tiles (0 / 200) must fade over the overlap, with no hard step."""
+    scale, width, height = 4, 88, 56
+    tiles = tile_grid(width, height, 32, 8)
+    cols = len({t.x for t in tiles})
+    hr = {
+        t.index: np.full(
+            (t.h * scale, t.w * scale, 3), 200 * ((t.index + t.index // cols) % 2), np.uint8
+        )
+        for t in tiles
+    }
+    out = stitch(tiles, hr, width, height, scale, ramp).astype(int)
+    n = (
+        min(t.x + t.w - u.x for t in tiles for u in tiles if t.y == u.y and t.x < u.x < t.x + t.w)
+        * scale
+    )
+    max_slope = 200 * (math.pi / (2 * n) if ramp == "cosine" else 1 / n)
+    steps = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+    assert steps <= max_slope + 1
+    assert out.min() == 0 and out.max() == 200  # tile interiors keep their own value
+
+
+def make_tiles(seed: int = 1):
+    rng = np.random.default_rng(seed)
+    tiles = tile_grid(40, 30, 16, 4)
+    hr = {t.index: rng.integers(0, 256, (t.h * 2, t.w * 2, 3), dtype=np.uint8) for t in tiles}
+    return tiles, hr
+
+
+def test_stitcher_any_order_gives_same_result() -> None:
+    tiles, hr = make_tiles()
+    results = []
+    for seed in range(3):
+        st = Stitcher(40, 30, 2, tiles)
+        for i in np.random.default_rng(seed).permutation(len(tiles)):
+            st.add(int(i), hr[int(i)])
+        results.append(st.result())
+    st = Stitcher(40, 30, 2, tiles)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: st.add(i, hr[i]), list(hr)))
+    results.append(st.result())
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    np.testing.assert_array_equal(results[0], stitch(tiles, hr, 40, 30, 2))
+
+
+def test_stitcher_missing_tile_raises() -> None:
+    tiles, hr = make_tiles()
+    st = Stitcher(40, 30, 2, tiles)
+    for i in list(hr)[:-2]:
+        st.add(i, hr[i])
+    assert st.missing == sorted(hr)[-2:]
+    with pytest.raises(ValueError):
+        st.result()
+    st.add(tiles[-2].index, hr[tiles[-2].index])
+    st.add(tiles[-1].index, hr[tiles[-1].index])
+    assert st.missing == []
+    assert st.result().shape == (60, 80, 3)
+
+
+def test_stitcher_rejects_bad_tiles() -> None:
+    tiles, hr = make_tiles()
+    st = Stitcher(40, 30, 2, tiles)
+    good = hr[0]
+    for bad in (good[:-1], good[:, :-1], good[:, :, :2], good[:, :, 0], good.astype(np.float32)):
+        with pytest.raises(ValueError):
+            st.add(0, bad)
+    with pytest.raises(ValueError):
+        st.add(len(tiles) + 5, good)  # unknown index
+    st.add(0, good)
+    with pytest.raises(ValueError):
+        st.add(0, good)  # twice
+    with pytest.raises(ValueError):
+        Stitcher(40, 30, 2, tiles[1:])  # a hole in the image
+    with pytest.raises(ValueError):
+        Stitcher(40, 30, 2, [Tile(0, 30, 0, 16, 16)])  # outside the image
+
+
+def test_stitch_single_channel() -> None:
+    img = photo_like(40, 30)[:, :, 0]
+    fn = pil_upscale(Image.Resampling.NEAREST)
+    tiles = tile_grid(40, 30, 16, 4)
+    out = stitch(tiles, hr_tiles_for(img, tiles, 2, fn, 0), 40, 30, 2)
+    np.testing.assert_array_equal(out, fn(img, 2))
