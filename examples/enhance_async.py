@@ -23,7 +23,7 @@ async def main(edge: str, paths: list[str]) -> None:
         results = await asyncio.gather(
             *(client.enhance(p, scale=4, on_progress=show(p)) for p in paths)
         )
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         out = Path(path).with_suffix(".x4.png")
         result.image.save(out)
         print(f"{out}: {result.image.size}, {result.timings.total:.2f}s")

@@ -71,6 +71,12 @@ def build_tiny_tokenizer(directory: str | Path | None = None) -> CLIPTokenizer:
     )
 
 
+def _tokenizer_without_leftovers() -> CLIPTokenizer:
+    """Tiny tokenizer whose files are deleted again: once loaded it needs none of them."""
+    with tempfile.TemporaryDirectory(prefix="tiny-clip-") as directory:
+        return build_tiny_tokenizer(directory)
+
+
 def _tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextModel:
     """Two-layer CLIP text encoder whose special-token ids match the tiny tokenizer."""
     torch.manual_seed(seed)
@@ -99,7 +105,7 @@ def build_tiny_text2image(seed: int = 0) -> StableDiffusionPipeline:
     """
     # fork_rng: the per-model manual_seed calls must not reset the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
-        tokenizer = build_tiny_tokenizer()
+        tokenizer = _tokenizer_without_leftovers()
         text_encoder = _tiny_text_encoder(tokenizer, seed)
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -153,7 +159,7 @@ def build_tiny_upscaler(seed: int = 0) -> StableDiffusionUpscalePipeline:
     following diffusers' own fast tests of this pipeline.
     """
     with torch.random.fork_rng(devices=[]):
-        tokenizer = build_tiny_tokenizer()
+        tokenizer = _tokenizer_without_leftovers()
         text_encoder = _tiny_text_encoder(tokenizer, seed)
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
