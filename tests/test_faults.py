@@ -1,0 +1,79 @@
+"""Faults with a real edge process: killed mid-job, the device finishes the job itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from hybridsr.sdk import AsyncHybridClient, EdgeUnavailable, LanczosSR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def edge_process():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port),
+         "--preset", "tiny", "--sr-batch", "1", "--log-level", "WARNING"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"edge did not start: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    yield proc, f"ws://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+async def test_edge_killed_after_the_plan_degrades_instead_of_failing(edge_process):
+    proc, url = edge_process
+
+    def kill_when_planned(event) -> None:
+        if event.stage == "tiles" and proc.poll() is None:
+            proc.kill()  # SIGKILL by pid: no goodbye frames
+
+    async with AsyncHybridClient(url, benchmark=False) as client:
+        result = await client.generate("doomed", width=512, height=512, seed=1,
+                                       policy="edge-diffusion-all",
+                                       on_progress=kill_when_planned)
+    assert proc.wait(timeout=10) != 0
+    assert result.degraded and "lost" in result.degraded_reason
+    assert result.image.size == (512, 512)
+    # Every tile the edge never delivered was done on the device, with the device's SR.
+    on_device = [i for i, d in result.destinations.items() if d == "device"]
+    assert on_device and len(result.destinations) == len(result.plan.tiles)
+    lanczos = LanczosSR().upscale(np.asarray(result.lr_image), 4).astype(int)
+    spec = result.plan.tiles[on_device[-1]]
+    s = result.plan.scale
+    inner = (slice((spec.y + 8) * s, (spec.y + spec.h - 8) * s),
+             slice((spec.x + 8) * s, (spec.x + spec.w - 8) * s))
+    assert np.abs(np.asarray(result.image).astype(int)[inner] - lanczos[inner]).max() <= 1
+
+
+async def test_edge_gone_before_the_plan_is_a_clear_error(edge_process):
+    proc, url = edge_process
+    async with AsyncHybridClient(url, benchmark=False) as client:
+        proc.kill()
+        proc.wait()
+        with pytest.raises(EdgeUnavailable):
+            await client.generate("never", width=128, height=128)
