@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from hybridsr.client.progress import ProgressBar
 from hybridsr.protocol import DEFAULT_POLICY, POLICIES
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
+from hybridsr.sdk.client import client_ssl_context
 from hybridsr.sdk.devicesr import BACKENDS, create_backend
 
 PROG = "hybridsr"
@@ -35,6 +37,9 @@ def _positive(text: str) -> int:
 
 def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge", default="ws://127.0.0.1:8765", help="edge URL (ws://HOST:PORT)")
+    p.add_argument("--token", default=os.environ.get("HYBRIDSR_TOKEN"),
+                   help="bearer token for the edge (default: $HYBRIDSR_TOKEN)")
+    p.add_argument("--ca", help="CA or self-signed certificate (PEM) to trust for wss://")
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
     p.add_argument("--seed", type=int)
     p.add_argument("--threshold", type=float, help="saliency threshold for edge tiles (0..1)")
@@ -126,8 +131,9 @@ async def _run(args: argparse.Namespace) -> int:
             names = ", ".join(f"{n}" for n in ("final.png", "lr.png", "plan.png", "report.json"))
             print(f"wrote {names} to {args.out.resolve()}")
             return 0
-        async with AsyncHybridClient(args.edge, device_sr=args.device_sr,
-                                     color_fix=args.color_fix) as client:
+        ssl = client_ssl_context(args.ca) if args.ca else None
+        async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
+                                     ssl=ssl, color_fix=args.color_fix) as client:
             if args.command == "generate":
                 result = await client.generate(
                     args.prompt, width=args.width, height=args.height, seed=args.seed,

@@ -23,6 +23,8 @@ class ErrorCode(str, Enum):
     DUPLICATE_JOB = "duplicate_job"
     UNKNOWN_JOB = "unknown_job"
     BUSY = "busy"  # queue full: retry later
+    RATE_LIMITED = "rate_limited"  # this client submits too fast: retry later
+    UNAUTHORIZED = "unauthorized"
     CANCELLED = "cancelled"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
@@ -31,7 +33,9 @@ class ErrorCode(str, Enum):
 class ProtocolError(Exception):
     """A refusal with a stable code; the server turns it into an `error` frame."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: float | None = None
+                 ) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s

@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import ssl as ssl_module
 import threading
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,12 +23,27 @@ from PIL import Image
 from hybridsr.protocol import DEFAULT_POLICY, DeviceProfile, Enhance, Generate, encode_image
 from hybridsr.sdk.connection import Connection
 from hybridsr.sdk.devicesr import DeviceSR, create_backend
-from hybridsr.sdk.errors import HybridSRError
+from hybridsr.sdk.errors import EdgeRefused, HybridSRError
 from hybridsr.sdk.job import DeviceJob, ProgressCallback
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.result import HybridResult
 
 T = TypeVar("T")
+RETRYABLE = frozenset({"busy", "rate_limited", "shutting_down"})
+
+
+def backoff_delay(attempt: int, retry_after_s: float | None, cap_s: float = 30.0) -> float:
+    """Exponential backoff from the edge's hint, with jitter so clients do not stampede."""
+    base = max(retry_after_s or 0.5, 0.05)
+    return min(cap_s, base * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def client_ssl_context(cafile: str | None = None) -> SSLContext:
+    """TLS settings that trust `cafile` (e.g. an operator's self-signed certificate)."""
+    try:
+        return ssl_module.create_default_context(cafile=cafile)
+    except (OSError, ssl_module.SSLError) as exc:
+        raise HybridSRError(f"cannot load CA certificate {cafile!r}: {exc}") from None
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
@@ -47,13 +65,18 @@ class AsyncHybridClient:
     def __init__(self, edge: str, *, device_sr: str | DeviceSR = "lanczos",
                  color_fix: str = "wavelet", image_format: str = "png",
                  profile: DeviceProfile | None = None, benchmark: bool = True,
-                 connect_timeout: float = 10.0, idle_timeout: float = 600.0) -> None:
+                 token: str | None = None, ssl: SSLContext | bool | None = None,
+                 retries: int = 4, connect_timeout: float = 10.0,
+                 idle_timeout: float = 600.0) -> None:
         self.edge = edge
         self.backend = create_backend(device_sr) if isinstance(device_sr, str) else device_sr
         self.color_fix = color_fix
         self.image_format = image_format
         self._profile = profile
         self._benchmark = benchmark
+        self.token = token
+        self.ssl = ssl
+        self.retries = retries  # for busy / rate_limited / shutting_down, before acceptance
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self._conn: Connection | None = None
@@ -70,8 +93,8 @@ class AsyncHybridClient:
             return
         if self._profile is None:
             self._profile = await asyncio.to_thread(probe_device, self.backend, self._benchmark)
-        self._conn = await Connection.open(self.edge, self._profile,
-                                           connect_timeout=self.connect_timeout)
+        self._conn = await Connection.open(self.edge, self._profile, token=self.token,
+                                           ssl=self.ssl, connect_timeout=self.connect_timeout)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -119,10 +142,18 @@ class AsyncHybridClient:
 
     async def _run(self, request: Generate | Enhance, lr: np.ndarray | None,
                    on_progress: ProgressCallback | None) -> HybridResult:
-        job = DeviceJob(self.connection, request, self.backend, lr_image=lr,
-                        color_fix=self.color_fix, on_progress=on_progress,
-                        idle_timeout=self.idle_timeout)
-        return await job.run()
+        for attempt in range(self.retries + 1):
+            job = DeviceJob(self.connection, request, self.backend, lr_image=lr,
+                            color_fix=self.color_fix, on_progress=on_progress,
+                            idle_timeout=self.idle_timeout)
+            try:
+                return await job.run()
+            except EdgeRefused as exc:
+                # These refusals come before acceptance: nothing ran, resubmitting is safe.
+                if exc.code not in RETRYABLE or attempt == self.retries:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, exc.retry_after_s))
+        raise AssertionError("unreachable")
 
 
 class HybridClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ssl import SSLContext
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -66,13 +67,16 @@ class Connection:
 
     @classmethod
     async def open(cls, edge: str, device: DeviceProfile, *, connect_timeout: float = 10.0,
+                   token: str | None = None, ssl: SSLContext | bool | None = None,
                    http: aiohttp.ClientSession | None = None) -> Connection:
         url = session_url(edge)
         owns_http = http is None
         http = http or aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             ws = await asyncio.wait_for(
-                http.ws_connect(url, max_msg_size=2 * DEFAULT_MAX_FRAME_BYTES, heartbeat=30.0),
+                http.ws_connect(url, max_msg_size=2 * DEFAULT_MAX_FRAME_BYTES, heartbeat=30.0,
+                                headers=headers, ssl=True if ssl is None else ssl),
                 connect_timeout,
             )
             hello = Hello(protocol_version=PROTOCOL_VERSION, client=CLIENT_NAME, device=device)
@@ -81,6 +85,14 @@ class Connection:
             if msg.type != aiohttp.WSMsgType.BINARY:
                 raise EdgeUnavailable(f"edge at {url} closed the connection during the handshake")
             reply = decode(msg.data)
+        except aiohttp.WSServerHandshakeError as exc:
+            if owns_http:
+                await http.close()
+            if exc.status == 401:
+                raise EdgeRefused("unauthorized", "the edge wants a valid bearer token "
+                                  "(token= / --token / $HYBRIDSR_TOKEN)") from None
+            raise EdgeUnavailable(f"edge at {url} refused the WebSocket: HTTP {exc.status} "
+                                  f"{exc.message}") from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             if owns_http:
                 await http.close()

@@ -74,7 +74,7 @@ class DeviceJob:
         started = time.perf_counter()
         received0, sent0 = self.conn.bytes_received, self.conn.bytes_sent
         device_task: asyncio.Task | None = None
-        finished = False
+        finished = ended_by_edge = False
         try:
             # 1. Submit.
             await self.conn.send(self.request)
@@ -90,6 +90,7 @@ class DeviceJob:
                                               f"{message.reason}")
                     degraded_reason = f"edge connection lost mid-job ({message.reason})"
                 elif isinstance(message, Error):
+                    ended_by_edge = True
                     if plan is None:
                         raise EdgeRefused(message.code, message.message, message.retry_after_s)
                     degraded_reason = f"edge failed mid-job ({message.code}: {message.message})"
@@ -128,7 +129,7 @@ class DeviceJob:
             self.conn.unsubscribe(job_id)
             if device_task is not None and not device_task.done():
                 device_task.cancel()
-            if not finished and self.conn.closed_reason is None:
+            if not (finished or ended_by_edge) and self.conn.closed_reason is None:
                 try:  # tell the edge to stop working for nobody
                     await self.conn.send(Cancel(job_id=job_id))
                 except Exception:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hybridsr.server.app import create_app
 from hybridsr.server.config import EdgeConfig
+from hybridsr.server.security import server_ssl_context
 
 
 class BackgroundEdge:
@@ -25,11 +26,13 @@ class BackgroundEdge:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}"
+        scheme = "wss" if self.config.tls_cert else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     def start(self) -> BackgroundEdge:
         self._thread.start()
@@ -38,7 +41,10 @@ class BackgroundEdge:
 
     async def _start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        context = (server_ssl_context(self.config.tls_cert, self.config.tls_key)
+                   if self.config.tls_cert else None)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port,
+                           ssl_context=context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

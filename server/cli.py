@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
+import ssl
 import sys
 
 from aiohttp import web
 
 from hybridsr.server.app import create_app
 from hybridsr.server.config import EdgeConfig
+from hybridsr.server.edge import EDGE_KEY
+from hybridsr.server.logs import setup_logging
 from hybridsr.server.models import ModelLoadError
 from hybridsr.server.presets import PRESETS
+from hybridsr.server.security import server_ssl_context
+
+log = logging.getLogger("hybridsr.server")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,15 +40,53 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--overlap", type=int, default=d.overlap)
     serve.add_argument("--sr-batch", type=int, default=d.sr_batch)
     serve.add_argument("--threshold", type=float, default=d.threshold)
+    serve.add_argument("--token", default=os.environ.get("HYBRIDSR_TOKEN"),
+                       help="require this bearer token (default: $HYBRIDSR_TOKEN)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https://")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--rate", dest="rate_per_s", type=float, default=d.rate_per_s,
+                       help="job submissions per second per client address (0: no limit)")
+    serve.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
+                       default=d.drain_timeout_s, help="seconds running jobs get on SIGTERM")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-format", default="text", choices=("text", "json"))
     return parser
+
+
+async def serve(config: EdgeConfig, context: ssl.SSLContext | None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain while sessions can still be told why.
+
+    aiohttp's own graceful shutdown stops reading from open connections, so a job submitted
+    during it would hang unanswered; draining first lets the edge answer `shutting_down`
+    with a retry hint until the running jobs are done.
+    """
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False,
+                           shutdown_timeout=config.drain_timeout_s + 5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
+        await site.start()
+        scheme = "wss" if context else "ws"
+        print(f"hybridsr-edge: serving on {scheme}://{config.host}:{config.port} "
+              f"(preset {config.preset}; SIGTERM drains and stops)", file=sys.stderr)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        edge = app[EDGE_KEY]
+        log.info("signal received: draining %d running job(s)", edge.active_jobs)
+        if not await edge.drain(config.drain_timeout_s):
+            log.warning("drain timeout: %d job(s) still running are cancelled",
+                        edge.active_jobs)
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level, args.log_format)
     fields = {k: v for k, v in vars(args).items() if k in EdgeConfig.__dataclass_fields__}
     config = EdgeConfig(**fields)
     if not 0 <= config.overlap < config.tile:
@@ -47,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        web.run_app(create_app(config), host=config.host, port=config.port,
-                    print=lambda s: print(s, file=sys.stderr))
+        context = (server_ssl_context(config.tls_cert, config.tls_key)
+                   if config.tls_cert else None)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"hybridsr-edge: error: cannot load TLS certificate: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(config, context))
     except ModelLoadError as exc:
         print(f"hybridsr-edge: error: {exc}", file=sys.stderr)
         return 1

@@ -24,3 +24,9 @@ class EdgeConfig:
     sr_batch: int = 4  # edge tiles per diffusion-SR pipeline call
     threshold: float = 0.5  # saliency score at or above which a tile is foreground
     profile_on_start: bool = True  # time one T2I step and one SR tile at start-up
+    token: str | None = None  # when set, clients must send `Authorization: Bearer <token>`
+    tls_cert: str | None = None  # PEM certificate chain: serve wss:// and https://
+    tls_key: str | None = None
+    rate_per_s: float = 5.0  # job submissions per second per client address (token bucket)
+    rate_burst: int = 20
+    drain_timeout_s: float = 60.0  # on SIGTERM: how long running jobs may take to finish

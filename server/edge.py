@@ -16,10 +16,14 @@ from hybridsr.protocol import (
     EdgeLimits,
     EdgeModels,
     EdgeProfile,
+    ErrorCode,
+    ProtocolError,
 )
 from hybridsr.server.config import EdgeConfig
+from hybridsr.server.metrics import EdgeMetrics
 from hybridsr.server.models import DiffusionSR, TextToImage, load_models
 from hybridsr.server.presets import Preset, get_preset
+from hybridsr.server.security import RateLimiter
 from hybridsr.server.workers import PipelineWorker
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,51 @@ class Edge:
         self.active_jobs = 0
         self.jobs_completed = 0
         self.draining = False
+        self.metrics = EdgeMetrics()
+        self.websockets: set[web.WebSocketResponse] = set()  # closed on shutdown
+        self.rate_limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
+        self.idle.set()
+
+    def admit(self, client_key: str) -> None:
+        """Admission control for a new job: raises `ProtocolError` when it must wait."""
+        if self.draining:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN,
+                                "edge is shutting down; retry on another edge or later",
+                                retry_after_s=5.0)
+        wait = self.rate_limiter.acquire(client_key)
+        if wait > 0:
+            raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                f"too many jobs from {client_key}; retry in {wait:.2f} s",
+                                retry_after_s=round(wait, 3))
+        if self.active_jobs >= self.config.max_jobs:
+            raise ProtocolError(ErrorCode.BUSY,
+                                f"{self.active_jobs} jobs in progress; retry later",
+                                retry_after_s=1.0)
+
+    def job_started(self) -> int:
+        """Count an accepted job; returns its queue position (jobs ahead of it)."""
+        position = self.active_jobs
+        self.active_jobs += 1
+        self.idle.clear()
+        return position
+
+    def job_finished(self, outcome: str) -> None:
+        self.active_jobs -= 1
+        self.metrics.jobs.labels(outcome).inc()
+        if outcome == "done":
+            self.jobs_completed += 1
+        if self.active_jobs == 0:
+            self.idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new jobs and wait for running ones; True when all finished in time."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     @property
     def limits(self) -> EdgeLimits:

@@ -51,23 +51,34 @@ class EdgeJob:
     async def run(self) -> None:
         """Run to `done`, or end with one `error` frame; never raises."""
         job_id = self.request.job_id
+        outcome = "internal"
+        log.info("job %s: %s %dx%d x%d policy=%s", job_id, self.request.kind,
+                 self.request.lr_width, self.request.lr_height, self.request.scale,
+                 self.request.policy, extra={"job_id": job_id})
         try:
             await self._run()
+            outcome = "done"
         except (JobCancelled, asyncio.CancelledError):
+            outcome = "cancelled"
             await self._send_quietly(
                 Error(job_id=job_id, code=ErrorCode.CANCELLED.value, message="job cancelled")
             )
         except ProtocolError as exc:
+            outcome = exc.code.value
             await self._send_quietly(Error(job_id=job_id, code=exc.code.value, message=exc.message))
         except ConnectionError:
-            log.info("job %s: client went away", job_id)
+            outcome = "client_gone"
         except Exception as exc:
-            log.exception("job %s failed", job_id)
+            log.exception("job %s failed", job_id, extra={"job_id": job_id})
             await self._send_quietly(
                 Error(job_id=job_id, code=ErrorCode.INTERNAL.value, message=f"edge error: {exc}")
             )
         finally:
-            self.edge.active_jobs -= 1
+            self.edge.job_finished(outcome)
+            for stage, seconds in self.timings.items():
+                self.edge.metrics.stage.labels(stage).observe(seconds)
+            log.info("job %s: %s in %.3f s", job_id, outcome,
+                     self.timings.get("edge_total", 0.0), extra={"job_id": job_id})
 
     async def _run(self) -> None:
         req, edge, cfg = self.request, self.edge, self.edge.config
@@ -107,6 +118,8 @@ class EdgeJob:
             sr_backend=edge.preset.sr_backend, random_weights=edge.preset.random_weights,
         )
         self.timings["plan"] = time.perf_counter() - t0
+        for spec in specs:
+            edge.metrics.tiles.labels(spec.destination).inc()
         await self.send(plan)
 
         # 3. Diffusion SR of the edge tiles, streamed back batch by batch.
@@ -126,7 +139,6 @@ class EdgeJob:
 
         # 4. Done.
         self.timings["edge_total"] = time.perf_counter() - started
-        edge.jobs_completed += 1
         timings = {k: round(v, 6) for k, v in self.timings.items()}
         await self.send(Done(job_id=req.job_id, timings=timings))
 

@@ -30,12 +30,16 @@ from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
 from hybridsr.server.validation import validate_generate
 
-_STATUS = {ErrorCode.BUSY: 503, ErrorCode.SHUTTING_DOWN: 503, ErrorCode.INTERNAL: 500}
+_STATUS = {
+    ErrorCode.BUSY: 503, ErrorCode.SHUTTING_DOWN: 503, ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+}
 
 
-def _error(code: ErrorCode, message: str) -> web.Response:
+def _error(code: ErrorCode, message: str, retry_after_s: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
     return web.json_response(
-        {"code": code.value, "message": message}, status=_STATUS.get(code, 400)
+        {"code": code.value, "message": message}, status=_STATUS.get(code, 400), headers=headers
     )
 
 
@@ -52,17 +56,17 @@ async def handle_generate(request: web.Request) -> web.Response:
         return _error(ErrorCode.INVALID_MESSAGE, str(exc).splitlines()[0])
     except ProtocolError as exc:
         return _error(exc.code, exc.message)
-    if edge.draining:
-        return _error(ErrorCode.SHUTTING_DOWN, "edge is shutting down")
-    if edge.active_jobs >= edge.config.max_jobs:
-        return _error(ErrorCode.BUSY, "too many jobs in progress; retry later")
+    try:
+        edge.admit(request.remote or "unknown")
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message, exc.retry_after_s)
 
     received: list[BaseModel] = []
 
     async def collect(message: BaseModel) -> None:
         received.append(message)
 
-    edge.active_jobs += 1
+    edge.job_started()
     await EdgeJob(job_request, edge, collect).run()
 
     final = received[-1]

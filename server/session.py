@@ -33,12 +33,10 @@ from hybridsr.server.validation import validate_enhance, validate_generate
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 30.0
-
-
 class Session:
-    def __init__(self, ws: web.WebSocketResponse, edge: Edge) -> None:
+    def __init__(self, ws: web.WebSocketResponse, edge: Edge, client_key: str = "") -> None:
         self.ws = ws
+        self.client_key = client_key  # whom rate limits count against: the peer address
         self.edge = edge
         self.id = uuid.uuid4().hex[:12]
         self.jobs: dict[str, EdgeJob] = {}
@@ -52,6 +50,7 @@ class Session:
 
     async def error(self, code: ErrorCode, message: str, job_id: str | None = None,
                     retry_after_s: float | None = None) -> None:
+        self.edge.metrics.refused.labels(code.value).inc()
         await self.send(Error(job_id=job_id, code=code.value, message=message,
                               retry_after_s=retry_after_s))
 
@@ -78,7 +77,8 @@ class Session:
             await self.dispatch(message)
         except ProtocolError as exc:
             job_id = _job_id_of(frame)
-            await self.error(exc.code, exc.message, job_id=job_id)
+            await self.error(exc.code, exc.message, job_id=job_id,
+                             retry_after_s=exc.retry_after_s)
             if exc.code == ErrorCode.VERSION_MISMATCH:
                 await self.ws.close()
 
@@ -112,18 +112,12 @@ class Session:
         edge = self.edge
         if message.job_id in self.jobs:
             raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job {message.job_id!r} is running")
-        if edge.draining:
-            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "edge is shutting down")
         if isinstance(message, Generate):
             request = validate_generate(message, edge.limits, edge.preset)
         else:
             request = validate_enhance(message, edge.limits, edge.preset)
-        if edge.active_jobs >= edge.config.max_jobs:
-            await self.error(ErrorCode.BUSY, f"{edge.active_jobs} jobs in progress; retry later",
-                             job_id=message.job_id, retry_after_s=1.0)
-            return
-        position = edge.active_jobs
-        edge.active_jobs += 1
+        edge.admit(self.client_key)
+        position = edge.job_started()
         job = EdgeJob(request, edge, self.send)
         self.jobs[request.job_id] = job
         await self.send(Accepted(job_id=request.job_id, queue_position=position))
@@ -154,8 +148,14 @@ async def handle_session(request: web.Request) -> web.WebSocketResponse:
     # limit still get a readable `frame_too_large` error instead of a dropped connection.
     ws = web.WebSocketResponse(max_msg_size=2 * edge.config.max_frame_bytes, heartbeat=30.0)
     await ws.prepare(request)
-    session = Session(ws, edge)
+    session = Session(ws, edge, client_key=request.remote or "unknown")
     log.info("session %s opened from %s", session.id, request.remote)
-    await session.serve()
+    edge.metrics.sessions.inc()
+    edge.websockets.add(ws)
+    try:
+        await session.serve()
+    finally:
+        edge.websockets.discard(ws)
+        edge.metrics.sessions.dec()
     log.info("session %s closed", session.id)
     return ws

@@ -17,7 +17,7 @@ def edge():
 
     config = EdgeConfig(port=0, preset="tiny", max_frame_bytes=2 * 1024 * 1024,
                         max_prompt_chars=200, max_width=1024, max_height=1024,
-                        max_image_pixels=512 * 512)
+                        max_image_pixels=512 * 512, rate_per_s=0)
     with BackgroundEdge(config) as server:
         yield server
 

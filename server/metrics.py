@@ -1,0 +1,48 @@
+"""Prometheus metrics for one edge, on a registry of its own (several edges per process work)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Counter("hybridsr_jobs_total", "Jobs by outcome", ["outcome"],
+                            registry=self.registry)
+        self.refused = Counter("hybridsr_refused_total", "Refused frames and jobs by error code",
+                               ["code"], registry=self.registry)
+        self.active = Gauge("hybridsr_active_jobs", "Accepted, unfinished jobs",
+                            registry=self.registry)
+        self.queue_depth = Gauge("hybridsr_queue_depth", "Calls waiting per pipeline worker",
+                                 ["worker"], registry=self.registry)
+        self.stage = Histogram("hybridsr_stage_seconds", "Edge stage latency", ["stage"],
+                               buckets=_BUCKETS, registry=self.registry)
+        self.tiles = Counter("hybridsr_tiles_total", "Planned tiles by destination",
+                             ["destination"], registry=self.registry)
+        self.sessions = Gauge("hybridsr_sessions", "Open WebSocket sessions",
+                              registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    from hybridsr.server.edge import EDGE_KEY
+
+    edge = request.app[EDGE_KEY]
+    m = edge.metrics
+    m.active.set(edge.active_jobs)
+    m.queue_depth.labels("t2i").set(edge.t2i_worker.depth)
+    m.queue_depth.labels("sr").set(edge.sr_worker.depth)
+    return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,238 @@
+"""Auth, TLS, rate limits, busy retries, cancel, metrics and graceful shutdown, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from hybridsr.sdk import AsyncHybridClient, EdgeRefused
+from hybridsr.sdk.client import client_ssl_context
+from hybridsr.server import BackgroundEdge, EdgeConfig
+
+TOKEN = "s3cret-token"
+
+
+def _config(**overrides) -> EdgeConfig:
+    fields = dict(port=0, preset="tiny", rate_per_s=0, profile_on_start=False)
+    return EdgeConfig(**{**fields, **overrides})
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture(scope="module")
+def secure_edge(tmp_path_factory):
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
+    with BackgroundEdge(_config(token=TOKEN, tls_cert=cert, tls_key=key)) as edge:
+        edge.cert = cert
+        yield edge
+
+
+async def test_tls_and_token(secure_edge):
+    ssl_context = client_ssl_context(secure_edge.cert)
+    assert secure_edge.url.startswith("wss://")
+    async with AsyncHybridClient(secure_edge.url, token=TOKEN, ssl=ssl_context,
+                                 benchmark=False) as client:
+        result = await client.generate("over tls", width=128, height=128, seed=1)
+    assert result.image.size == (128, 128)
+
+
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN[:-1], TOKEN + "x"])
+async def test_wrong_or_missing_token_is_refused(secure_edge, token):
+    ssl_context = client_ssl_context(secure_edge.cert)
+    with pytest.raises(EdgeRefused) as info:
+        async with AsyncHybridClient(secure_edge.url, token=token, ssl=ssl_context,
+                                     benchmark=False):
+            pass
+    assert info.value.code == "unauthorized"
+
+
+async def test_untrusted_certificate_is_refused(secure_edge):
+    from hybridsr.sdk import EdgeUnavailable
+
+    with pytest.raises(EdgeUnavailable):
+        async with AsyncHybridClient(secure_edge.url, token=TOKEN, benchmark=False):
+            pass
+
+
+def test_http_endpoints_need_the_token_but_healthz_does_not(secure_edge):
+    context = ssl.create_default_context(cafile=secure_edge.cert)
+    with urllib.request.urlopen(f"{secure_edge.http_url}/healthz", context=context) as resp:
+        assert json.load(resp)["status"] == "ok"
+    for path in ("/metrics", "/v1/generate"):
+        req = urllib.request.Request(f"{secure_edge.http_url}{path}",
+                                     method="POST" if "generate" in path else "GET", data=None)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, context=context)
+        assert info.value.code == 401
+    req = urllib.request.Request(f"{secure_edge.http_url}/metrics",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, context=context) as resp:
+        assert b"hybridsr_jobs_total" in resp.read()
+
+
+async def test_rate_limit_then_client_backs_off_and_succeeds():
+    with BackgroundEdge(_config(rate_per_s=4.0, rate_burst=1)) as edge:
+        async with AsyncHybridClient(edge.url, benchmark=False, retries=0) as impatient:
+            await impatient.generate("one", width=128, height=128)
+            with pytest.raises(EdgeRefused) as info:
+                await impatient.generate("two", width=128, height=128)
+            assert info.value.code == "rate_limited" and info.value.retry_after_s > 0
+        async with AsyncHybridClient(edge.url, benchmark=False, retries=4) as patient:
+            results = [await patient.generate(f"p{i}", width=128, height=128) for i in range(3)]
+        assert all(r.image.size == (128, 128) for r in results)
+
+
+async def test_busy_edge_makes_clients_retry_with_backoff():
+    with BackgroundEdge(_config(max_jobs=1)) as edge:
+        async with AsyncHybridClient(edge.url, benchmark=False, retries=0) as a, \
+                AsyncHybridClient(edge.url, benchmark=False, retries=0) as b:
+            first = asyncio.create_task(a.generate("slow", width=512, height=512))
+            await asyncio.sleep(0.05)
+            with pytest.raises(EdgeRefused) as info:
+                await b.generate("second", width=128, height=128)
+            assert info.value.code == "busy"
+            await first
+        async with AsyncHybridClient(edge.url, benchmark=False, retries=6) as a, \
+                AsyncHybridClient(edge.url, benchmark=False, retries=6) as b:
+            results = await asyncio.gather(a.generate("x", width=256, height=256),
+                                           b.generate("y", width=256, height=256))
+        assert [r.image.size for r in results] == [(256, 256)] * 2
+
+
+async def test_cancel_stops_the_job_and_frees_its_slot(edge):
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        task = asyncio.create_task(client.generate("cancel me", width=1024, height=1024,
+                                                   policy="edge-diffusion-all"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{edge.http_url}/healthz") as resp:
+                if json.load(resp)["active_jobs"] == 0:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the cancelled job kept its slot")
+        # A 1024² edge-diffusion-all job takes seconds; a cancelled one frees the slot at once.
+        assert time.monotonic() < deadline
+        with urllib.request.urlopen(f"{edge.http_url}/metrics") as resp:
+            metrics = resp.read().decode()
+        assert 'hybridsr_jobs_total{outcome="cancelled"}' in metrics
+
+
+def test_metrics_count_jobs_tiles_and_stages(edge):
+    async def one():
+        async with AsyncHybridClient(edge.url, benchmark=False) as client:
+            return await client.generate("m", width=256, height=192, policy="edge-diffusion-all")
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"{edge.http_url}/metrics") as resp:
+            lines = resp.read().decode().splitlines()
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                for ln in lines if ln and not ln.startswith("#")}
+
+    before = scrape()
+    result = asyncio.run(one())
+    after = scrape()
+    assert len(result.plan.tiles) == 6
+    key = 'hybridsr_jobs_total{outcome="done"}'
+    assert after[key] == before.get(key, 0) + 1
+    tiles = 'hybridsr_tiles_total{destination="edge"}'
+    assert after[tiles] == before.get(tiles, 0) + 6
+    count = 'hybridsr_stage_seconds_count{stage="t2i"}'
+    assert after[count] == before.get(count, 0) + 1
+    assert "hybridsr_queue_depth{worker=\"sr\"}" in after
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_sigterm_drains_running_jobs_and_refuses_new_ones():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port), "--preset",
+         "tiny", "--sr-batch", "1", "--log-format", "json", "--rate", "0"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"ws://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        async with AsyncHybridClient(url, benchmark=False, retries=0) as client:
+            signalled = asyncio.Event()
+
+            def on_progress(event) -> None:
+                if event.stage == "tiles" and not signalled.is_set():
+                    proc.send_signal(signal.SIGTERM)
+                    signalled.set()
+
+            # 768² with one tile per SR call: 64 edge tiles, seconds of work left to drain.
+            running = asyncio.create_task(client.generate(
+                "finish me", width=768, height=768, policy="edge-diffusion-all",
+                on_progress=on_progress))
+            await signalled.wait()
+            await asyncio.sleep(0.3)
+            with pytest.raises(EdgeRefused) as info:
+                await client.generate("too late", width=128, height=128)
+            assert info.value.code == "shutting_down" and info.value.retry_after_s
+            assert not running.done()
+            result = await running
+        assert not result.degraded, result.degraded_reason
+        assert set(result.destinations.values()) == {"edge"}
+        assert proc.wait(timeout=60) == 0
+        logs = [json.loads(line) for line in proc.stderr.read().decode().splitlines()
+                if line.startswith("{")]
+        assert any(entry.get("job_id") == result.plan.job_id for entry in logs)
+    finally:
+        proc.kill()
+        proc.wait()
