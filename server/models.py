@@ -8,6 +8,7 @@ between denoising steps.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -140,7 +141,9 @@ class DiffusionSR:
                 for im in images
             ]
             strength = self.preset.img2img_strength
-            real_steps = max(1, int(steps * strength))
+            # diffusers runs int(steps * strength) steps and fails outright on 0.
+            steps = max(steps, math.ceil(1 / strength))
+            real_steps = int(steps * strength)
 
             def callback(pipe, step, timestep, kwargs):
                 if cancelled is not None and cancelled.is_set():
@@ -182,7 +185,9 @@ def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, Diff
         # Reuse the T2I weights with a scheduler of its own: schedulers keep per-call state.
         components = dict(t2i_pipe.components)
         components["scheduler"] = type(t2i_pipe.scheduler).from_config(t2i_pipe.scheduler.config)
-        sr_pipe = diffusers.StableDiffusionImg2ImgPipeline(**components)
+        sr_pipe = diffusers.StableDiffusionImg2ImgPipeline(
+            **components, requires_safety_checker=False
+        )
         sr_name = f"img2img refinement with {t2i_name}"
     elif preset.sr == "tiny":
         from hybridsr.server import tiny

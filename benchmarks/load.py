@@ -1,0 +1,163 @@
+"""Load and soak test: many concurrent clients against one real edge process on loopback.
+
+    python benchmarks/load.py --clients 32 --jobs 5          # the issue's minimum
+    python benchmarks/load.py --clients 32 --jobs 5 --rounds 3
+
+Every job must end in an image (possibly degraded) or a clear error: `lost` counts those
+that did neither, and must be 0. The edge's RSS is read after a warm-up round and after the
+last round; it should stay flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import psutil
+
+from hybridsr.sdk import AsyncHybridClient, HybridSRError
+
+
+@dataclass
+class Tally:
+    submitted: int = 0
+    completed: int = 0
+    degraded: int = 0
+    failed: int = 0
+    lost: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_edge(port: int, max_jobs: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port), "--preset",
+         "tiny", "--rate", "0", "--max-jobs", str(max_jobs), "--log-level", "WARNING"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("edge did not start")
+
+
+async def one_client(url: str, jobs: int, size: int, seed: int, tally: Tally,
+                     timeout: float) -> None:
+    try:
+        client = AsyncHybridClient(url, benchmark=False, retries=8, idle_timeout=timeout)
+        await client.connect()
+    except HybridSRError as exc:
+        tally.submitted += jobs
+        tally.failed += jobs
+        tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__, 0) + jobs
+        return
+    try:
+        for j in range(jobs):
+            tally.submitted += 1
+            t0 = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(
+                    client.generate(f"load {seed} {j}", width=size, height=size,
+                                    seed=seed * 100 + j), timeout)
+            except HybridSRError as exc:
+                tally.failed += 1
+                key = getattr(exc, "code", type(exc).__name__)
+                tally.errors[key] = tally.errors.get(key, 0) + 1
+                continue
+            except Exception:  # neither an image nor a clear error: lost
+                tally.lost += 1
+                continue
+            tally.latencies.append(time.perf_counter() - t0)
+            if result.degraded:
+                tally.degraded += 1
+            else:
+                tally.completed += 1
+    finally:
+        await client.close()
+
+
+async def run_round(url: str, clients: int, jobs: int, size: int, timeout: float) -> Tally:
+    tally = Tally()
+    await asyncio.gather(*(one_client(url, jobs, size, c, tally, timeout)
+                           for c in range(clients)))
+    return tally
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--jobs", type=int, default=5, help="jobs per client per round")
+    parser.add_argument("--rounds", type=int, default=2, help="soak rounds after the warm-up")
+    parser.add_argument("--size", type=int, default=256, help="output width and height")
+    parser.add_argument("--max-jobs", type=int, default=16, help="the edge's admission limit")
+    parser.add_argument("--timeout", type=float, default=300.0, help="per job, seconds")
+    args = parser.parse_args()
+
+    port = _free_port()
+    edge = start_edge(port, args.max_jobs)
+    url = f"ws://127.0.0.1:{port}"
+    rss = psutil.Process(edge.pid)
+    try:
+        warm = asyncio.run(run_round(url, args.clients, 1, args.size, args.timeout))
+        rss_before = rss.memory_info().rss
+        total = Tally()
+        t0 = time.perf_counter()
+        for r in range(args.rounds):
+            tally = asyncio.run(run_round(url, args.clients, args.jobs, args.size, args.timeout))
+            for name in ("submitted", "completed", "degraded", "failed", "lost"):
+                setattr(total, name, getattr(total, name) + getattr(tally, name))
+            total.latencies += tally.latencies
+            for k, v in tally.errors.items():
+                total.errors[k] = total.errors.get(k, 0) + v
+            print(f"round {r + 1}: {tally.completed}/{tally.submitted} completed, "
+                  f"rss {rss.memory_info().rss / 2**20:.0f} MiB", file=sys.stderr)
+        wall = time.perf_counter() - t0
+        rss_after = rss.memory_info().rss
+    finally:
+        edge.terminate()
+        edge.wait(timeout=120)
+
+    growth = (rss_after - rss_before) / rss_before * 100
+    print(f"clients={args.clients} jobs/client/round={args.jobs} rounds={args.rounds} "
+          f"size={args.size}² edge max_jobs={args.max_jobs} (warm-up: {warm.completed} jobs)")
+    print(f"submitted {total.submitted}  completed {total.completed}  degraded "
+          f"{total.degraded}  failed {total.failed}  lost {total.lost}")
+    if total.errors:
+        print(f"errors: {total.errors}")
+    print(f"latency p50 {_pct(total.latencies, 50):.2f} s  p95 {_pct(total.latencies, 95):.2f} s"
+          f"  throughput {len(total.latencies) / wall * 60:.1f} jobs/min")
+    print(f"edge RSS after warm-up {rss_before / 2**20:.0f} MiB, after soak "
+          f"{rss_after / 2**20:.0f} MiB ({growth:+.1f}%, goal within ±10%)")
+    return 0 if total.lost == 0 and abs(growth) <= 10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
