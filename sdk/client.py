@@ -62,7 +62,7 @@ def _as_array(image: ImageInput) -> np.ndarray:
 class AsyncHybridClient:
     """A device's connection to one edge; jobs may run concurrently on it."""
 
-    def __init__(self, edge: str, *, device_sr: str | DeviceSR = "lanczos",
+    def __init__(self, edge: str, *, device_sr: str | DeviceSR = "auto",
                  color_fix: str = "wavelet", image_format: str = "png",
                  profile: DeviceProfile | None = None, benchmark: bool = True,
                  token: str | None = None, ssl: SSLContext | bool | None = None,

@@ -10,10 +10,11 @@ import numpy as np
 import psutil
 
 from hybridsr.protocol import DeviceProfile
-from hybridsr.sdk.devicesr import DeviceSR, LanczosSR
+from hybridsr.sdk.devicesr import DeviceSR, create_backend
 
 
-def benchmark_backend(backend: DeviceSR, side: int = 64, scale: int = 4, repeats: int = 3) -> float:
+def benchmark_backend(backend: DeviceSR, side: int = 48, scale: int = 4, repeats: int = 2
+                      ) -> float:
     """Milliseconds per LR pixel for `backend` (best of `repeats`, after one warm-up)."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
@@ -27,7 +28,7 @@ def benchmark_backend(backend: DeviceSR, side: int = 64, scale: int = 4, repeats
 
 
 def probe_device(backend: DeviceSR | None = None, benchmark: bool = True) -> DeviceProfile:
-    backend = backend or LanczosSR()
+    backend = backend or create_backend()
     memory = psutil.virtual_memory()
     try:
         load = os.getloadavg()[0]

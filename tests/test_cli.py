@@ -50,11 +50,13 @@ def test_invalid_arguments_are_one_clear_line(args, needle):
     assert "Traceback" not in proc.stderr
 
 
-def test_probe_prints_the_device_profile():
-    proc = run("hybridsr.client", "probe")
+@pytest.mark.parametrize("backend", ["auto", "lanczos"])
+def test_probe_prints_the_device_profile(backend):
+    proc = run("hybridsr.client", "probe", "--device-sr", backend)
     assert proc.returncode == 0, proc.stderr
     profile = json.loads(proc.stdout)
-    assert profile["cores"] >= 1 and profile["sr_backend"] == "lanczos"
+    expected = "realesr-animevideov3" if backend == "auto" else "lanczos"
+    assert profile["cores"] >= 1 and profile["sr_backend"] == expected
     assert profile["sr_ms_per_lr_pixel"] > 0
 
 
@@ -103,3 +105,26 @@ def test_edge_daemon_refuses_a_busy_port():
         proc = run("hybridsr.server", "serve", "--port", str(port), "--log-level", "ERROR")
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_upscale_locally_matches_the_sdk_model(tmp_path, photo):
+    import numpy as np
+
+    from hybridsr.sdk.realesrgan import RealESRGAN
+
+    Image.fromarray(photo[:40, :56]).save(tmp_path / "in.png")
+    proc = run("hybridsr.client", "upscale", str(tmp_path / "in.png"), "-o",
+               str(tmp_path / "out.png"), "--scale", "3", "--tile", "24")
+    assert proc.returncode == 0, proc.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (120, 168, 3)
+    whole = RealESRGAN("realesr-animevideov3", scale=3, tile=0).upscale(photo[:40, :56])
+    assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_upscale_refuses_an_impossible_scale_in_one_line(tmp_path, photo):
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    proc = run("hybridsr.client", "upscale", str(tmp_path / "in.png"), "--model",
+               "realesrgan-x4plus", "--scale", "2")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "x4" in proc.stderr

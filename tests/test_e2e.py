@@ -9,7 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from hybridsr.sdk import AsyncHybridClient, HybridClient, LanczosSR
+from hybridsr.sdk import AsyncHybridClient, HybridClient
 from hybridsr.sdk.compose import as_tile
 
 TIMING_FIELDS = ("t2i", "transfer", "device_sr", "edge_sr", "stitch", "total")
@@ -29,6 +29,7 @@ def _coverage(result, destination: str) -> np.ndarray:
 async def test_generate_split_device(edge):
     events = []
     async with AsyncHybridClient(edge.url) as client:
+        assert client.backend.name == "realesr-animevideov3"  # the default device SR
         result = await client.generate("a red lighthouse", width=256, height=192, seed=1,
                                        threshold=1.0, on_progress=events.append)
     assert result.image.size == (256, 192)
@@ -39,14 +40,14 @@ async def test_generate_split_device(edge):
     planned = {t.index: t.destination for t in result.plan.tiles}
     assert result.destinations == planned
     assert "edge" in planned.values() and "device" in planned.values()
-    # Device-only pixels are exactly the device's Lanczos SR of the LR image...
+    # Device-only pixels are exactly the device's own SR of the whole LR image...
     final = np.asarray(result.image).astype(int)
-    lanczos = LanczosSR().upscale(np.asarray(result.lr_image), 4).astype(int)
+    light = client.backend.upscale(np.asarray(result.lr_image), 4).astype(int)
     device_only = _coverage(result, "device") & ~_coverage(result, "edge")
     edge_only = _coverage(result, "edge") & ~_coverage(result, "device")
-    assert np.abs(final - lanczos)[device_only].max() <= 1
+    assert np.abs(final - light)[device_only].max() <= 1
     # ...and edge pixels are not: they came from diffusion SR.
-    assert np.abs(final - lanczos)[edge_only].mean() > 2
+    assert np.abs(final - light)[edge_only].mean() > 2
     # Timing breakdown is filled in and consistent.
     t = result.timings
     assert all(getattr(t, name) >= 0 for name in TIMING_FIELDS)
@@ -59,13 +60,14 @@ async def test_generate_split_device(edge):
         assert key in report
 
 
-async def test_device_light_all_equals_whole_image_sr(edge):
-    async with AsyncHybridClient(edge.url) as client:
-        result = await client.generate("fog", width=128, height=128, seed=2,
+@pytest.mark.parametrize("backend", ["realesr-animevideov3", "lanczos"])
+async def test_device_light_all_equals_whole_image_sr(edge, backend):
+    async with AsyncHybridClient(edge.url, device_sr=backend) as client:
+        result = await client.generate("fog", width=256, height=256, seed=2,
                                        policy="device-light-all")
-    assert set(result.destinations.values()) == {"device"}
-    lanczos = LanczosSR().upscale(np.asarray(result.lr_image), 4)
-    diff = np.abs(np.asarray(result.image).astype(int) - lanczos.astype(int))
+    assert set(result.destinations.values()) == {"device"} and len(result.destinations) == 9
+    whole = client.backend.upscale(np.asarray(result.lr_image), 4)
+    diff = np.abs(np.asarray(result.image).astype(int) - whole.astype(int))
     assert diff.max() <= 1
     assert result.timings.edge_sr == 0 or result.timings.edge_sr < result.timings.total
 
