@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from hybridsr.sdk import AsyncHybridClient, HybridSRError
+from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts
 
 
 @dataclass
@@ -66,7 +66,8 @@ def start_edge(port: int, max_jobs: int) -> subprocess.Popen:
 async def one_client(url: str, jobs: int, size: int, seed: int, tally: Tally,
                      timeout: float) -> None:
     try:
-        client = AsyncHybridClient(url, benchmark=False, retries=8, idle_timeout=timeout)
+        client = AsyncHybridClient(url, benchmark=False, retries=8,
+                                   timeouts=StageTimeouts(plan=timeout, tiles=timeout))
         await client.connect()
     except HybridSRError as exc:
         tally.submitted += jobs

@@ -145,6 +145,7 @@ class Accepted(_Model):
     type: Literal["accepted"] = "accepted"
     job_id: JobId
     queue_position: int
+    resumed: bool = False  # True: re-attached to a job the edge already had (same job id)
 
 
 class Progress(_Model):

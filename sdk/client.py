@@ -23,8 +23,8 @@ from PIL import Image
 from hybridsr.protocol import DEFAULT_POLICY, DeviceProfile, Enhance, Generate, encode_image
 from hybridsr.sdk.connection import Connection
 from hybridsr.sdk.devicesr import DeviceSR, create_backend
-from hybridsr.sdk.errors import EdgeRefused, HybridSRError
-from hybridsr.sdk.job import DeviceJob, ProgressCallback
+from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.job import DeviceJob, ProgressCallback, StageTimeouts
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.result import HybridResult
 
@@ -67,7 +67,7 @@ class AsyncHybridClient:
                  profile: DeviceProfile | None = None, benchmark: bool = True,
                  token: str | None = None, ssl: SSLContext | bool | None = None,
                  retries: int = 4, connect_timeout: float = 10.0,
-                 idle_timeout: float = 600.0) -> None:
+                 timeouts: StageTimeouts | None = None, resume: bool = True) -> None:
         self.edge = edge
         self.backend = create_backend(device_sr) if isinstance(device_sr, str) else device_sr
         self.color_fix = color_fix
@@ -78,7 +78,9 @@ class AsyncHybridClient:
         self.ssl = ssl
         self.retries = retries  # for busy / rate_limited / shutting_down, before acceptance
         self.connect_timeout = connect_timeout
-        self.idle_timeout = idle_timeout
+        self.timeouts = timeouts or StageTimeouts()
+        self.resume = resume  # reconnect and re-attach to running jobs after a lost connection
+        self._reconnect_lock = asyncio.Lock()
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> AsyncHybridClient:
@@ -95,6 +97,32 @@ class AsyncHybridClient:
             self._profile = await asyncio.to_thread(probe_device, self.backend, self._benchmark)
         self._conn = await Connection.open(self.edge, self._profile, token=self.token,
                                            ssl=self.ssl, connect_timeout=self.connect_timeout)
+
+    async def _reconnect(self, broken: Connection) -> Connection:
+        """A fresh connection for every job that lost `broken`; retried with backoff."""
+        async with self._reconnect_lock:
+            if self._conn is not None and self._conn is not broken:
+                return self._conn  # another job already reconnected
+            try:
+                await asyncio.wait_for(broken.close(), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+            self._conn = None
+            assert self._profile is not None
+            deadline = asyncio.get_running_loop().time() + self.timeouts.resume
+            attempt = 0
+            while True:
+                try:
+                    self._conn = await Connection.open(
+                        self.edge, self._profile, token=self.token, ssl=self.ssl,
+                        connect_timeout=min(self.connect_timeout, self.timeouts.resume))
+                    return self._conn
+                except EdgeUnavailable:
+                    delay = backoff_delay(attempt, 0.2, cap_s=2.0)
+                    if asyncio.get_running_loop().time() + delay > deadline:
+                        raise
+                    await asyncio.sleep(delay)
+                    attempt += 1
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -145,7 +173,8 @@ class AsyncHybridClient:
         for attempt in range(self.retries + 1):
             job = DeviceJob(self.connection, request, self.backend, lr_image=lr,
                             color_fix=self.color_fix, on_progress=on_progress,
-                            idle_timeout=self.idle_timeout)
+                            timeouts=self.timeouts,
+                            reconnect=self._reconnect if self.resume else None)
             try:
                 return await job.run()
             except EdgeRefused as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,10 +51,24 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+@dataclass(frozen=True)
+class StageTimeouts:
+    """Seconds of silence the device tolerates from the edge, per stage of a job."""
+
+    accept: float = 30.0  # request sent → `accepted`
+    plan: float = 600.0  # `accepted` → `plan` (queueing and T2I; progress frames reset it)
+    tiles: float = 120.0  # between edge tiles once the plan is here
+    resume: float = 20.0  # reconnecting after a lost connection, before giving up
+
+
+Reconnect = Callable[[Connection], Awaitable[Connection]]
+
+
 class DeviceJob:
     def __init__(self, conn: Connection, request: Generate | Enhance, backend: DeviceSR, *,
                  lr_image: np.ndarray | None = None, color_fix: str = "wavelet",
-                 on_progress: ProgressCallback | None = None, idle_timeout: float = 600.0
+                 on_progress: ProgressCallback | None = None,
+                 timeouts: StageTimeouts | None = None, reconnect: Reconnect | None = None
                  ) -> None:
         self.conn = conn
         self.request = request
@@ -62,17 +76,20 @@ class DeviceJob:
         self.lr_given = lr_image
         self.color_fix = color_fix
         self.on_progress = on_progress or (lambda event: None)
-        self.idle_timeout = idle_timeout
+        self.timeouts = timeouts or StageTimeouts()
+        self.reconnect = reconnect  # None: a lost connection is not retried
         self.timings = Timings()
         self.destinations: dict[int, str] = {}
         self.stitcher: Stitcher | None = None
         self.tiles_done = 0
+        self.reconnects = 0
+        self._bytes = [0, 0]  # received, sent, on connections already left behind
 
     async def run(self) -> HybridResult:
         job_id = self.request.job_id
         queue = self.conn.subscribe(job_id)
         started = time.perf_counter()
-        received0, sent0 = self.conn.bytes_received, self.conn.bytes_sent
+        self._bytes = [-self.conn.bytes_received, -self.conn.bytes_sent]
         device_task: asyncio.Task | None = None
         finished = ended_by_edge = False
         try:
@@ -80,11 +97,18 @@ class DeviceJob:
             await self.conn.send(self.request)
             plan: Plan | None = None
             lr: np.ndarray | None = None
+            accepted = False
             degraded_reason: str | None = None
             done: Done | None = None
             while done is None and degraded_reason is None:
-                message = await self._next(queue)
+                stage = "tiles" if plan else "plan" if accepted else "accept"
+                message = await self._next(queue, getattr(self.timeouts, stage), stage)
                 if isinstance(message, ConnectionLost):
+                    # Same job id, same request: the edge re-attaches us to the job.
+                    resumed_queue = await self._resume(message.reason)
+                    if resumed_queue is not None:
+                        queue = resumed_queue
+                        continue
                     if plan is None:
                         raise EdgeUnavailable(f"edge connection lost before the plan: "
                                               f"{message.reason}")
@@ -95,10 +119,16 @@ class DeviceJob:
                         raise EdgeRefused(message.code, message.message, message.retry_after_s)
                     degraded_reason = f"edge failed mid-job ({message.code}: {message.message})"
                 elif isinstance(message, Accepted):
+                    if plan is not None and not message.resumed:
+                        # The edge no longer knows the job (restarted): finish it here.
+                        ended_by_edge = True
+                        await self._cancel_quietly()
+                        degraded_reason = "the edge lost the job (restarted?)"
+                    accepted = True
                     self.on_progress(ProgressEvent("queued", 0, message.queue_position))
                 elif isinstance(message, Progress):
                     self.on_progress(ProgressEvent(message.stage, message.step, message.total))
-                elif isinstance(message, Plan):
+                elif isinstance(message, Plan) and plan is None:
                     # 2. The plan: device SR starts now, concurrently with the edge's tiles.
                     plan = message
                     lr = self._lr_image(plan)
@@ -129,18 +159,15 @@ class DeviceJob:
             self.conn.unsubscribe(job_id)
             if device_task is not None and not device_task.done():
                 device_task.cancel()
-            if not (finished or ended_by_edge) and self.conn.closed_reason is None:
-                try:  # tell the edge to stop working for nobody
-                    await self.conn.send(Cancel(job_id=job_id))
-                except Exception:
-                    pass
+            if not (finished or ended_by_edge):
+                await self._cancel_quietly()  # tell the edge to stop working for nobody
 
         edge_timings = done.timings if done else {}
         self.timings.t2i = edge_timings.get("t2i", 0.0)
         self.timings.edge_sr = edge_timings.get("edge_sr", 0.0)
         self.timings.edge_total = edge_timings.get("edge_total", 0.0)
         self.timings.total = time.perf_counter() - started
-        if done is not None:
+        if done is not None and not self.reconnects:
             self.timings.transfer = max(0.0, self.timings.total - self.timings.edge_total
                                         - self.timings.stitch)
         return HybridResult(
@@ -148,16 +175,44 @@ class DeviceJob:
             destinations=dict(sorted(self.destinations.items())), timings=self.timings,
             degraded=degraded_reason is not None, degraded_reason=degraded_reason,
             random_weights=plan.random_weights,
-            bytes_received=self.conn.bytes_received - received0,
-            bytes_sent=self.conn.bytes_sent - sent0,
-            edge=self.conn.welcome.models.model_dump(),
+            bytes_received=self._bytes[0] + self.conn.bytes_received,
+            bytes_sent=self._bytes[1] + self.conn.bytes_sent,
+            edge=self.conn.welcome.models.model_dump(), reconnects=self.reconnects,
         )
 
-    async def _next(self, queue: asyncio.Queue):
+    async def _next(self, queue: asyncio.Queue, timeout: float, stage: str):
         try:
-            return await asyncio.wait_for(queue.get(), self.idle_timeout)
+            return await asyncio.wait_for(queue.get(), timeout)
         except asyncio.TimeoutError:
-            return ConnectionLost(f"no message from the edge for {self.idle_timeout:.0f} s")
+            return ConnectionLost(f"no word from the edge for {timeout:g} s ({stage} stage)")
+
+    async def _resume(self, reason: str) -> asyncio.Queue | None:
+        """Reconnect and resend the request; None when there is no edge to resume with."""
+        if self.reconnect is None:
+            return None
+        old = self.conn
+        old.unsubscribe(self.request.job_id)
+        try:
+            conn = await self.reconnect(old)
+            queue = conn.subscribe(self.request.job_id)
+            await conn.send(self.request)
+        except HybridSRError:
+            return None
+        if conn is not old:
+            self._bytes[0] += old.bytes_received
+            self._bytes[1] += old.bytes_sent
+            self._bytes[0] -= conn.bytes_received
+            self._bytes[1] -= conn.bytes_sent
+        self.conn = conn
+        self.reconnects += 1
+        return queue
+
+    async def _cancel_quietly(self) -> None:
+        if self.conn.closed_reason is None:
+            try:
+                await self.conn.send(Cancel(job_id=self.request.job_id))
+            except Exception:
+                pass
 
     def _lr_image(self, plan: Plan) -> np.ndarray:
         if plan.lr_image is not None:

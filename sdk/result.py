@@ -38,6 +38,7 @@ class HybridResult:
     bytes_received: int = 0
     bytes_sent: int = 0
     edge: dict[str, Any] = field(default_factory=dict)  # the edge's models, from `welcome`
+    reconnects: int = 0  # times the job was resumed on a new connection
 
     def report(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what the CLI writes with `--report`."""
@@ -57,6 +58,7 @@ class HybridResult:
             "random_weights": self.random_weights,
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
+            "reconnects": self.reconnects,
             "edge": self.edge,
         }
 

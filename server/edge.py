@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiohttp import web
@@ -25,6 +26,9 @@ from hybridsr.server.models import DiffusionSR, TextToImage, load_models
 from hybridsr.server.presets import Preset, get_preset
 from hybridsr.server.security import RateLimiter
 from hybridsr.server.workers import PipelineWorker
+
+if TYPE_CHECKING:
+    from hybridsr.server.job import EdgeJob
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ class Edge:
         self.draining = False
         self.metrics = EdgeMetrics()
         self.websockets: set[web.WebSocketResponse] = set()  # closed on shutdown
+        self.jobs: dict[str, EdgeJob] = {}  # by job id, running or finished within the TTL
+        self.tasks: set[asyncio.Task] = set()  # jobs outlive the sessions that started them
         self.rate_limiter = RateLimiter(config.rate_per_s, config.rate_burst)
         self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
         self.idle.set()
@@ -74,6 +80,34 @@ class Edge:
         self.active_jobs += 1
         self.idle.clear()
         return position
+
+    def launch(self, job: EdgeJob) -> None:
+        """Register and start a job; it is forgotten `result_ttl_s` after it ends."""
+        job_id = job.request.job_id
+        self.jobs[job_id] = job
+        task = asyncio.create_task(job.run(), name=f"job-{job_id}")
+        self.tasks.add(task)
+
+        def ended(t: asyncio.Task) -> None:
+            self.tasks.discard(t)
+            asyncio.get_running_loop().call_later(self.config.result_ttl_s, self._forget, job)
+
+        task.add_done_callback(ended)
+
+    def _forget(self, job: EdgeJob) -> None:
+        if self.jobs.get(job.request.job_id) is job:
+            del self.jobs[job.request.job_id]
+
+    def orphaned(self, job: EdgeJob) -> None:
+        """The job's client went away: give it `resume_window_s` to come back."""
+
+        def check() -> None:
+            if not job.attached and not job.finished:
+                log.info("job %s: nobody came back; cancelling", job.request.job_id,
+                         extra={"job_id": job.request.job_id})
+                job.cancel()
+
+        asyncio.get_running_loop().call_later(self.config.resume_window_s, check)
 
     def job_finished(self, outcome: str) -> None:
         self.active_jobs -= 1
@@ -129,6 +163,10 @@ class Edge:
         log.info("edge ready: %s", self.models.model_dump())
 
     async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.t2i_worker.stop()
         await self.sr_worker.stop()
 

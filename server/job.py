@@ -4,6 +4,9 @@
 2. the plan: tile grid, saliency scores, a destination for every tile → `plan` frame;
 3. diffusion SR of the edge tiles in batches, each tile sent as soon as it is done;
 4. `done` with the stage timings — or `error` with a stable code.
+
+A job outlives its connection: everything it sends is kept in its log, and a client that
+reconnects and resends the same request (same job id) is attached again and sent the log.
 """
 
 from __future__ import annotations
@@ -38,15 +41,50 @@ Send = Callable[[BaseModel], Awaitable[None]]
 
 
 class EdgeJob:
-    def __init__(self, request: JobRequest, edge: Edge, send: Send) -> None:
+    def __init__(self, request: JobRequest, edge: Edge, send: Send, fingerprint: str = ""
+                 ) -> None:
         self.request = request
         self.edge = edge
-        self.send = send
+        self.fingerprint = fingerprint  # a resent request must match to re-attach
         self.cancelled = threading.Event()  # read by pipeline callbacks in worker threads
         self.timings: dict[str, float] = {}
+        self.finished = False
+        self._log: list[BaseModel] = []  # plan, tiles, done/error: replayed on re-attach
+        self._subscriber: Send | None = send
+        self._lock = asyncio.Lock()
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    async def attach(self, send: Send) -> None:
+        """A reconnected client takes over: replay what it may have missed, then go live."""
+        async with self._lock:
+            self._subscriber = send
+            for message in self._log:
+                await self._forward(message)
+
+    def detach(self, send: Send) -> None:
+        if self._subscriber is send:
+            self._subscriber = None
+
+    @property
+    def attached(self) -> bool:
+        return self._subscriber is not None
+
+    async def send(self, message: BaseModel) -> None:
+        """Record and forward; a departed client never stops the job."""
+        async with self._lock:
+            if not isinstance(message, Progress):
+                self._log.append(message)
+            await self._forward(message)
+
+    async def _forward(self, message: BaseModel) -> None:
+        if self._subscriber is None:
+            return
+        try:
+            await self._subscriber(message)
+        except Exception:  # connection gone: wait for the client to come back
+            self._subscriber = None
 
     async def run(self) -> None:
         """Run to `done`, or end with one `error` frame; never raises."""
@@ -60,20 +98,19 @@ class EdgeJob:
             outcome = "done"
         except (JobCancelled, asyncio.CancelledError):
             outcome = "cancelled"
-            await self._send_quietly(
+            await self.send(
                 Error(job_id=job_id, code=ErrorCode.CANCELLED.value, message="job cancelled")
             )
         except ProtocolError as exc:
             outcome = exc.code.value
-            await self._send_quietly(Error(job_id=job_id, code=exc.code.value, message=exc.message))
-        except ConnectionError:
-            outcome = "client_gone"
+            await self.send(Error(job_id=job_id, code=exc.code.value, message=exc.message))
         except Exception as exc:
             log.exception("job %s failed", job_id, extra={"job_id": job_id})
-            await self._send_quietly(
+            await self.send(
                 Error(job_id=job_id, code=ErrorCode.INTERNAL.value, message=f"edge error: {exc}")
             )
         finally:
+            self.finished = True
             self.edge.job_finished(outcome)
             for stage, seconds in self.timings.items():
                 self.edge.metrics.stage.labels(stage).observe(seconds)
@@ -89,7 +126,7 @@ class EdgeJob:
             # Called from the worker thread between denoising steps.
             def report(step: int, total: int) -> None:
                 msg = Progress(job_id=req.job_id, stage=stage, step=step, total=total)
-                asyncio.run_coroutine_threadsafe(self._send_quietly(msg), loop)
+                asyncio.run_coroutine_threadsafe(self.send(msg), loop)
 
             return report
 
@@ -141,9 +178,3 @@ class EdgeJob:
         self.timings["edge_total"] = time.perf_counter() - started
         timings = {k: round(v, 6) for k, v in self.timings.items()}
         await self.send(Done(job_id=req.job_id, timings=timings))
-
-    async def _send_quietly(self, message: BaseModel) -> None:
-        try:
-            await self.send(message)
-        except Exception:  # the connection is gone; nothing left to tell
-            pass

@@ -7,6 +7,7 @@ only that job. Whatever one client sends, the others keep being served.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 
@@ -39,8 +40,7 @@ class Session:
         self.client_key = client_key  # whom rate limits count against: the peer address
         self.edge = edge
         self.id = uuid.uuid4().hex[:12]
-        self.jobs: dict[str, EdgeJob] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.jobs: dict[str, EdgeJob] = {}  # jobs this session is attached to
         self._send_lock = asyncio.Lock()
         self.greeted = False
 
@@ -64,12 +64,11 @@ class Session:
                 elif msg.type == WSMsgType.ERROR:
                     log.info("session %s: websocket error %s", self.id, self.ws.exception())
         finally:
+            # Jobs go on without us: the client may reconnect and resend to re-attach.
             for job in self.jobs.values():
-                job.cancel()  # nobody is left to receive the result
-            for task in list(self.tasks):
-                task.cancel()
-            if self.tasks:
-                await asyncio.gather(*self.tasks, return_exceptions=True)
+                job.detach(self.send)
+                if not job.finished:
+                    self.edge.orphaned(job)
 
     async def on_frame(self, frame: bytes) -> None:
         try:
@@ -99,8 +98,8 @@ class Session:
         if isinstance(message, (Generate, Enhance)):
             await self.start_job(message)
         elif isinstance(message, Cancel):
-            job = self.jobs.get(message.job_id)
-            if job is None:
+            job = self.edge.jobs.get(message.job_id)
+            if job is None or job.finished:
                 raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running job {message.job_id!r}")
             job.cancel()
         else:
@@ -109,25 +108,28 @@ class Session:
             )
 
     async def start_job(self, message: Generate | Enhance) -> None:
+        """A new job, or — same job id, same request — the job we already have (resume)."""
         edge = self.edge
-        if message.job_id in self.jobs:
-            raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job {message.job_id!r} is running")
+        fingerprint = hashlib.sha256(encode(message)).hexdigest()
+        existing = edge.jobs.get(message.job_id)
+        if existing is not None:
+            if existing.fingerprint != fingerprint:
+                raise ProtocolError(ErrorCode.DUPLICATE_JOB,
+                                    f"job id {message.job_id!r} is taken by another request")
+            await self.send(Accepted(job_id=message.job_id, queue_position=0, resumed=True))
+            self.jobs[message.job_id] = existing
+            await existing.attach(self.send)
+            return
         if isinstance(message, Generate):
             request = validate_generate(message, edge.limits, edge.preset)
         else:
             request = validate_enhance(message, edge.limits, edge.preset)
         edge.admit(self.client_key)
         position = edge.job_started()
-        job = EdgeJob(request, edge, self.send)
+        job = EdgeJob(request, edge, self.send, fingerprint)
         self.jobs[request.job_id] = job
         await self.send(Accepted(job_id=request.job_id, queue_position=position))
-        task = asyncio.create_task(job.run(), name=f"job-{request.job_id}")
-        self.tasks.add(task)
-        task.add_done_callback(lambda t, jid=request.job_id: self._finished(jid, t))
-
-    def _finished(self, job_id: str, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        self.jobs.pop(job_id, None)
+        edge.launch(job)
 
 
 def _job_id_of(frame: bytes) -> str | None:

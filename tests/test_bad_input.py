@@ -169,11 +169,11 @@ async def test_oversized_frame_is_refused_and_the_session_goes_on(edge):
         await _still_serves(session)
 
 
-async def test_duplicate_job_id_and_unknown_cancel(edge):
+async def test_job_id_reused_for_another_request_and_unknown_cancel(edge):
     async with RawSession(edge.url) as session:
         await session.hello()
         await session.ws.send_bytes(encode(_generate(job_id="twice")))
-        await session.ws.send_bytes(encode(_generate(job_id="twice")))
+        await session.ws.send_bytes(encode(_generate(job_id="twice", prompt="other")))
         await session.ws.send_bytes(msgpack.packb({"type": "cancel", "job_id": "ghost"}))
         codes, finished = [], False
         while not finished:
@@ -182,6 +182,20 @@ async def test_duplicate_job_id_and_unknown_cancel(edge):
                 codes.append(frame.code)
             finished = frame.type == "done"
         assert "duplicate_job" in codes and "unknown_job" in codes
+
+
+async def test_same_request_again_is_idempotent(edge):
+    """Resending a request with its job id re-attaches to the job instead of running it twice."""
+    async with RawSession(edge.url) as session:
+        await session.hello()
+        first = await session.job(_generate(job_id="idem"))
+    async with RawSession(edge.url) as session:
+        await session.hello()
+        again = await session.job(_generate(job_id="idem"))
+    assert first[0].type == "accepted" and not first[0].resumed
+    assert again[0].type == "accepted" and again[0].resumed
+    replayed = [f for f in again[1:] if f.type != "progress"]
+    assert replayed == [f for f in first[1:] if f.type != "progress"]
 
 
 async def test_bad_client_does_not_disturb_a_good_one(edge):
