@@ -9,6 +9,7 @@ from hybridsr.protocol.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
+    ClientStats,
     DeviceProfile,
     Done,
     EdgeLimits,
@@ -19,7 +20,9 @@ from hybridsr.protocol.messages import (
     Generate,
     Hello,
     Message,
+    Ping,
     Plan,
+    Pong,
     Progress,
     TileResult,
     TileSpec,
@@ -30,8 +33,8 @@ WEBSOCKET_PATH = "/v1/session"
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_POLICY", "POLICIES", "PROTOCOL_VERSION", "WEBSOCKET_PATH",
-    "Accepted", "Cancel", "DeviceProfile", "Done", "EdgeLimits", "EdgeModels", "EdgeProfile",
-    "Enhance", "Error", "ErrorCode", "Generate", "Hello", "ImageBlob", "Message", "Plan",
-    "Progress", "ProtocolError", "TileResult", "TileSpec", "Welcome", "decode", "decode_image",
-    "encode", "encode_image",
+    "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done", "EdgeLimits", "EdgeModels",
+    "EdgeProfile", "Enhance", "Error", "ErrorCode", "Generate", "Hello", "ImageBlob", "Message",
+    "Ping", "Plan", "Pong", "Progress", "ProtocolError", "TileResult", "TileSpec", "Welcome",
+    "decode", "decode_image", "encode", "encode_image",
 ]

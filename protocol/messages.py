@@ -18,9 +18,14 @@ PROTOCOL_VERSION = 1
 JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Destination = Literal["edge", "device"]
 
-# Policies the edge understands. `split-device` is the static region-aware split.
-POLICIES = ("split-device", "edge-diffusion-all", "device-light-all")
-DEFAULT_POLICY = "split-device"
+# Policies the edge understands. `hybrid` is the cost-aware planner; the next three give
+# every foreground tile diffusion SR with a fixed split; the last four are references only.
+POLICIES = (
+    "hybrid", "edge-diffusion-all", "split-device", "split-edge",
+    "edge-light-all", "device-light-all", "direct-hr", "top-k",
+)
+DEFAULT_POLICY = "hybrid"
+Method = Literal["diffusion", "light", "copy"]  # copy: scale 1, the LR pixels are final
 
 
 class _Model(BaseModel):
@@ -73,7 +78,7 @@ class EdgeProfile(_Model):
 
 
 class TileSpec(_Model):
-    """One tile of the LR image (LR pixels) and where it will be super-resolved."""
+    """One tile of the LR image (LR pixels), where it is super-resolved and how."""
 
     index: int = Field(ge=0)
     x: int = Field(ge=0)
@@ -82,6 +87,16 @@ class TileSpec(_Model):
     h: int = Field(gt=0)
     destination: Destination
     score: float
+    method: Method = "light"
+
+
+class ClientStats(_Model):
+    """What the device measured lately; sent with each job so the planner stays current."""
+
+    rtt_s: float | None = Field(default=None, ge=0)
+    down_bytes_per_s: float | None = Field(default=None, gt=0)
+    up_bytes_per_s: float | None = Field(default=None, gt=0)
+    device_sr_s_per_lr_px: float | None = Field(default=None, ge=0)
 
 
 # --- client → edge -------------------------------------------------------------------
@@ -107,6 +122,9 @@ class Generate(_Model):
     scale: int | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
     image_format: ImageFormat = "png"
+    latency_budget_s: float | None = Field(default=None, gt=0)  # steps and scale adapt to it
+    top_k: int | None = Field(default=None, ge=0)  # for policy top-k
+    stats: ClientStats | None = None
 
 
 class Enhance(_Model):
@@ -121,11 +139,29 @@ class Enhance(_Model):
     steps: int | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
     image_format: ImageFormat = "png"
+    latency_budget_s: float | None = Field(default=None, gt=0)
+    top_k: int | None = Field(default=None, ge=0)
+    stats: ClientStats | None = None
 
 
 class Cancel(_Model):
     type: Literal["cancel"] = "cancel"
     job_id: JobId
+
+
+class Ping(_Model):
+    """Link probe: the edge answers `pong` with `reply_bytes` of padding (bandwidth down)."""
+
+    type: Literal["ping"] = "ping"
+    nonce: int
+    reply_bytes: int = Field(default=0, ge=0, le=4 * 1024 * 1024)
+    padding: bytes = b""  # measures bandwidth up
+
+
+class Pong(_Model):
+    type: Literal["pong"] = "pong"
+    nonce: int
+    padding: bytes = b""
 
 
 # --- edge → client -------------------------------------------------------------------
@@ -171,6 +207,8 @@ class Plan(_Model):
     tiles: list[TileSpec]
     sr_backend: str
     random_weights: bool
+    predicted_s: float | None = None  # planner: request received → last edge tile sent
+    predicted_plan_s: float | None = None  # planner: request received → plan sent
 
 
 class TileResult(_Model):
@@ -195,7 +233,7 @@ class Error(_Model):
 
 
 Message = Annotated[
-    Hello | Welcome | Generate | Enhance | Cancel
+    Hello | Welcome | Generate | Enhance | Cancel | Ping | Pong
     | Accepted | Progress | Plan | TileResult | Done | Error,
     Field(discriminator="type"),
 ]

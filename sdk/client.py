@@ -20,11 +20,19 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from hybridsr.protocol import DEFAULT_POLICY, DeviceProfile, Enhance, Generate, encode_image
+from hybridsr.protocol import (
+    DEFAULT_POLICY,
+    ClientStats,
+    DeviceProfile,
+    Enhance,
+    Generate,
+    encode_image,
+)
 from hybridsr.sdk.connection import Connection
 from hybridsr.sdk.devicesr import DeviceSR, create_backend
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
 from hybridsr.sdk.job import DeviceJob, ProgressCallback, StageTimeouts
+from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.result import HybridResult
 
@@ -67,7 +75,8 @@ class AsyncHybridClient:
                  profile: DeviceProfile | None = None, benchmark: bool = True,
                  token: str | None = None, ssl: SSLContext | bool | None = None,
                  retries: int = 4, connect_timeout: float = 10.0,
-                 timeouts: StageTimeouts | None = None, resume: bool = True) -> None:
+                 timeouts: StageTimeouts | None = None, resume: bool = True,
+                 link: LinkProfile | None = None, measure_link: bool = True) -> None:
         self.edge = edge
         self.backend = create_backend(device_sr) if isinstance(device_sr, str) else device_sr
         self.color_fix = color_fix
@@ -81,6 +90,9 @@ class AsyncHybridClient:
         self.timeouts = timeouts or StageTimeouts()
         self.resume = resume  # reconnect and re-attach to running jobs after a lost connection
         self._reconnect_lock = asyncio.Lock()
+        self.link = link  # emulated link (benchmarks, tests); None: the real network
+        self.measure_link = measure_link
+        self.stats: ClientStats | None = None  # latest link and device measurements
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> AsyncHybridClient:
@@ -96,7 +108,31 @@ class AsyncHybridClient:
         if self._profile is None:
             self._profile = await asyncio.to_thread(probe_device, self.backend, self._benchmark)
         self._conn = await Connection.open(self.edge, self._profile, token=self.token,
-                                           ssl=self.ssl, connect_timeout=self.connect_timeout)
+                                           ssl=self.ssl, link=self.link,
+                                           connect_timeout=self.connect_timeout)
+        if self.measure_link:
+            await self.measure()
+
+    async def measure(self, probe_bytes: int = 128 * 1024) -> ClientStats:
+        """Round trip (best of 3 pings) and bandwidth each way (a padded ping each way)."""
+        conn = self.connection
+        rtt = min([await conn.ping() for _ in range(3)])
+        down = await conn.ping(reply_bytes=probe_bytes)
+        up = await conn.ping(padding=probe_bytes)
+        previous = self.stats.device_sr_s_per_lr_px if self.stats else None
+        self.stats = ClientStats(
+            rtt_s=round(rtt, 6),
+            down_bytes_per_s=probe_bytes / max(down - rtt, 1e-6),
+            up_bytes_per_s=probe_bytes / max(up - rtt, 1e-6),
+            device_sr_s_per_lr_px=previous,
+        )
+        return self.stats
+
+    def _learn(self, job: DeviceJob) -> None:
+        """Keep the device's observed SR speed for the planner's next decision."""
+        if job.device_px and self.stats is not None:
+            speed = job.timings.device_sr / job.device_px
+            self.stats = self.stats.model_copy(update={"device_sr_s_per_lr_px": speed})
 
     async def _reconnect(self, broken: Connection) -> Connection:
         """A fresh connection for every job that lost `broken`; retried with backoff."""
@@ -115,6 +151,7 @@ class AsyncHybridClient:
                 try:
                     self._conn = await Connection.open(
                         self.edge, self._profile, token=self.token, ssl=self.ssl,
+                        link=self.link,
                         connect_timeout=min(self.connect_timeout, self.timeouts.resume))
                     return self._conn
                 except EdgeUnavailable:
@@ -143,28 +180,36 @@ class AsyncHybridClient:
                        seed: int | None = None, negative_prompt: str = "",
                        policy: str = DEFAULT_POLICY, steps: int | None = None,
                        scale: int | None = None, threshold: float | None = None,
+                       latency_budget_s: float | None = None, top_k: int | None = None,
                        job_id: str | None = None, on_progress: ProgressCallback | None = None
                        ) -> HybridResult:
-        """Text → HR image of `width`×`height`; the edge picks the LR size from the scale."""
+        """Text → HR image of `width`×`height`; the edge picks the LR size from the scale.
+
+        `policy` is `hybrid` (the cost-aware planner) or a fixed split; `latency_budget_s`
+        lets the planner trade denoising steps for speed; `threshold` (0..1) is the saliency
+        a tile needs for diffusion SR: lower means more of the image is diffusion-enhanced.
+        """
         await self.connect()
         request = Generate(
             job_id=job_id or uuid.uuid4().hex, prompt=prompt, negative_prompt=negative_prompt,
             width=width, height=height, seed=seed, policy=policy, steps=steps, scale=scale,
             threshold=threshold, image_format=self.image_format,
+            latency_budget_s=latency_budget_s, top_k=top_k, stats=self.stats,
         )
         return await self._run(request, None, on_progress)
 
     async def enhance(self, image: ImageInput, *, scale: int | None = None, prompt: str = "",
                       seed: int | None = None, policy: str = DEFAULT_POLICY,
-                      threshold: float | None = None, job_id: str | None = None,
-                      on_progress: ProgressCallback | None = None) -> HybridResult:
+                      threshold: float | None = None, top_k: int | None = None,
+                      job_id: str | None = None, on_progress: ProgressCallback | None = None
+                      ) -> HybridResult:
         """Super-resolve an existing image: salient tiles by the edge, the rest here."""
         await self.connect()
         lr = _as_array(image)
         request = Enhance(
             job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
             scale=scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
-            image_format=self.image_format,
+            image_format=self.image_format, top_k=top_k, stats=self.stats,
         )
         return await self._run(request, lr, on_progress)
 
@@ -176,7 +221,9 @@ class AsyncHybridClient:
                             timeouts=self.timeouts,
                             reconnect=self._reconnect if self.resume else None)
             try:
-                return await job.run()
+                result = await job.run()
+                self._learn(job)
+                return result
             except EdgeRefused as exc:
                 # These refusals come before acceptance: nothing ran, resubmitting is safe.
                 if exc.code not in RETRYABLE or attempt == self.retries:

@@ -27,13 +27,18 @@ def as_tile(spec: TileSpec) -> Tile:
 
 def device_tile(lr: np.ndarray, spec: TileSpec, scale: int, backend: DeviceSR) -> np.ndarray:
     """Light SR of one tile, with enough context that tiles match whole-image SR."""
+    if spec.method == "copy" or scale == 1:
+        return lr[spec.y : spec.y + spec.h, spec.x : spec.x + spec.w].copy()
     return upscale_tile(lr, as_tile(spec), scale, backend.upscale, context=backend.context)
 
 
 def correct_edge_tile(lr: np.ndarray, spec: TileSpec, scale: int, hr: np.ndarray,
                       method: str = "wavelet") -> np.ndarray:
-    """Match an edge tile's tones to the LR image so it meets light-SR tiles without a seam."""
-    if method == "none":
+    """Match a diffusion tile's tones to the LR image so it meets light-SR tiles seamlessly.
+
+    Light-SR tiles from the edge are the same SR the device runs: they need no correction.
+    """
+    if method == "none" or spec.method != "diffusion":
         return hr
     tile = as_tile(spec)
     patch, dx, dy = crop_with_context(lr, tile, 2)

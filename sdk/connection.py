@@ -17,12 +17,15 @@ from hybridsr.protocol import (
     DeviceProfile,
     Error,
     Hello,
+    Ping,
+    Pong,
     ProtocolError,
     Welcome,
     decode,
     encode,
 )
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable
+from hybridsr.sdk.link import DelayLine, LinkProfile
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def session_url(edge: str) -> str:
 
 class Connection:
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
-                 welcome: Welcome, owns_http: bool) -> None:
+                 welcome: Welcome, owns_http: bool, link: LinkProfile | None = None) -> None:
         self._http = http
         self._ws = ws
         self._owns_http = owns_http
@@ -63,12 +66,19 @@ class Connection:
         self.closed_reason: str | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._pongs: dict[int, asyncio.Future] = {}
+        # Link emulation: frames pass through a delay line each way (see sdk/link.py).
+        self._up = self._down = None
+        if link is not None:
+            self._up = DelayLine(self._write, link.up_bytes_per_s, link.latency_s)
+            self._down = DelayLine(self._dispatch, link.down_bytes_per_s, link.latency_s)
         self._reader = asyncio.create_task(self._read(), name="hybridsr-reader")
 
     @classmethod
     async def open(cls, edge: str, device: DeviceProfile, *, connect_timeout: float = 10.0,
                    token: str | None = None, ssl: SSLContext | bool | None = None,
-                   http: aiohttp.ClientSession | None = None) -> Connection:
+                   link: LinkProfile | None = None, http: aiohttp.ClientSession | None = None
+                   ) -> Connection:
         url = session_url(edge)
         owns_http = http is None
         http = http or aiohttp.ClientSession()
@@ -109,7 +119,7 @@ class Connection:
             raise EdgeRefused(reply.code, reply.message, reply.retry_after_s)
         if not isinstance(reply, Welcome):
             raise EdgeUnavailable(f"edge answered hello with {reply.type!r}")
-        return cls(http, ws, reply, owns_http)
+        return cls(http, ws, reply, owns_http, link)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -132,12 +142,36 @@ class Connection:
                 f"message of {len(frame)} bytes exceeds the edge's frame limit "
                 f"{self.max_frame_bytes}; send a smaller image"
             )
+        if self.closed_reason is not None:
+            raise EdgeUnavailable(f"lost the connection to the edge: {self.closed_reason}")
+        self.bytes_sent += len(frame)
+        if self._up is not None:
+            self._up.put(frame, len(frame))
+        else:
+            await self._write(frame)
+
+    async def _write(self, frame: bytes) -> None:
         try:
             async with self._send_lock:
                 await self._ws.send_bytes(frame)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
             raise EdgeUnavailable(f"lost the connection to the edge: {exc}") from None
-        self.bytes_sent += len(frame)
+
+    async def ping(self, reply_bytes: int = 0, padding: int = 0, timeout: float = 10.0
+                   ) -> float:
+        """Seconds for a `ping` to come back as `pong`, with optional payloads each way."""
+        nonce = len(self._pongs) + int(asyncio.get_running_loop().time() * 1000)
+        future = asyncio.get_running_loop().create_future()
+        self._pongs[nonce] = future
+        t0 = asyncio.get_running_loop().time()
+        try:
+            await self.send(Ping(nonce=nonce, reply_bytes=reply_bytes, padding=bytes(padding)))
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise EdgeUnavailable(f"no pong from the edge within {timeout:g} s") from None
+        finally:
+            self._pongs.pop(nonce, None)
+        return asyncio.get_running_loop().time() - t0
 
     async def _read(self) -> None:
         reason = "closed by the edge"
@@ -148,26 +182,47 @@ class Connection:
                         reason = f"websocket error: {self._ws.exception()}"
                     continue
                 self.bytes_received += len(msg.data)
-                try:
-                    message = decode(msg.data, 2 * DEFAULT_MAX_FRAME_BYTES)
-                except ProtocolError as exc:
-                    log.warning("ignoring a bad frame from the edge: %s", exc)
-                    continue
-                job_id = getattr(message, "job_id", None)
-                queue = self._queues.get(job_id) if job_id else None
-                if queue is not None:
-                    queue.put_nowait(message)
-                elif isinstance(message, Error):
-                    self._session_errors.put_nowait(message)
-                    log.warning("edge error: %s: %s", message.code, message.message)
+                if self._down is not None:
+                    self._down.put(msg.data, len(msg.data))
+                else:
+                    await self._dispatch(msg.data)
         except Exception as exc:  # the reader must always reach `finally`
             reason = f"{type(exc).__name__}: {exc}"
         finally:
-            self.closed_reason = reason
+            if self._down is not None:  # in-flight frames arrive before the bad news
+                self._down.put(ConnectionLost(reason), 0)
+            else:
+                await self._dispatch(ConnectionLost(reason))
+
+    async def _dispatch(self, data: bytes | ConnectionLost) -> None:
+        """Route one frame to the job waiting for it."""
+        if isinstance(data, ConnectionLost):
+            self.closed_reason = data.reason
             for queue in self._queues.values():
-                queue.put_nowait(ConnectionLost(reason))
+                queue.put_nowait(data)
+            return
+        try:
+            message = decode(data, 2 * DEFAULT_MAX_FRAME_BYTES)
+        except ProtocolError as exc:
+            log.warning("ignoring a bad frame from the edge: %s", exc)
+            return
+        if isinstance(message, Pong):
+            future = self._pongs.get(message.nonce)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        job_id = getattr(message, "job_id", None)
+        queue = self._queues.get(job_id) if job_id else None
+        if queue is not None:
+            queue.put_nowait(message)
+        elif isinstance(message, Error):
+            self._session_errors.put_nowait(message)
+            log.warning("edge error: %s: %s", message.code, message.message)
 
     async def close(self) -> None:
+        for line in (self._up, self._down):
+            if line is not None:
+                await line.close()
         await self._ws.close()
         self._reader.cancel()
         try:

@@ -59,6 +59,10 @@ class StageTimeouts:
     plan: float = 600.0  # `accepted` → `plan` (queueing and T2I; progress frames reset it)
     tiles: float = 120.0  # between edge tiles once the plan is here
     resume: float = 20.0  # reconnecting after a lost connection, before giving up
+    # The plan promises when the edge's last tile is sent; past factor × that + slack the
+    # device stops waiting and does the missing tiles itself (the result is degraded).
+    promise_factor: float = 3.0
+    promise_slack: float = 10.0
 
 
 Reconnect = Callable[[Connection], Awaitable[Connection]]
@@ -83,6 +87,7 @@ class DeviceJob:
         self.stitcher: Stitcher | None = None
         self.tiles_done = 0
         self.reconnects = 0
+        self.device_px = 0  # LR pixels (with context) the device super-resolved
         self._bytes = [0, 0]  # received, sent, on connections already left behind
 
     async def run(self) -> HybridResult:
@@ -100,9 +105,20 @@ class DeviceJob:
             accepted = False
             degraded_reason: str | None = None
             done: Done | None = None
+            promise: float | None = None  # loop time by which the edge said it would be done
+            loop = asyncio.get_running_loop()
             while done is None and degraded_reason is None:
                 stage = "tiles" if plan else "plan" if accepted else "accept"
-                message = await self._next(queue, getattr(self.timeouts, stage), stage)
+                timeout = getattr(self.timeouts, stage)
+                if promise is not None:
+                    if loop.time() >= promise:
+                        degraded_reason = "the edge missed its promised finish"
+                        break
+                    timeout = min(timeout, promise - loop.time())
+                message = await self._next(queue, timeout, stage)
+                if isinstance(message, ConnectionLost) and promise is not None \
+                        and loop.time() >= promise:
+                    continue  # the promise ran out while we waited: handled at the top
                 if isinstance(message, ConnectionLost):
                     # Same job id, same request: the edge re-attaches us to the job.
                     resumed_queue = await self._resume(message.reason)
@@ -131,6 +147,10 @@ class DeviceJob:
                 elif isinstance(message, Plan) and plan is None:
                     # 2. The plan: device SR starts now, concurrently with the edge's tiles.
                     plan = message
+                    if plan.predicted_s is not None and plan.predicted_plan_s is not None:
+                        edge_part = max(0.0, plan.predicted_s - plan.predicted_plan_s)
+                        promise = loop.time() + (self.timeouts.promise_factor * edge_part
+                                                 + self.timeouts.promise_slack)
                     lr = self._lr_image(plan)
                     self.stitcher = Stitcher(plan.lr_width, plan.lr_height, plan.scale,
                                              plan_tiles(plan))
@@ -237,6 +257,8 @@ class DeviceJob:
             t0 = time.perf_counter()
             hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
+            c = self.backend.context
+            self.device_px += (spec.w + 2 * c) * (spec.h + 2 * c)
             self._add(spec.index, hr, "device", len(plan.tiles))
 
     async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from aiohttp import web
@@ -20,7 +20,9 @@ from hybridsr.protocol import (
     ErrorCode,
     ProtocolError,
 )
+from hybridsr.sdk.devicesr import DeviceSR, create_backend
 from hybridsr.server.config import EdgeConfig
+from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, EdgeCosts
 from hybridsr.server.metrics import EdgeMetrics
 from hybridsr.server.models import DiffusionSR, TextToImage, load_models
 from hybridsr.server.presets import Preset, get_preset
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from hybridsr.server.job import EdgeJob
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVER_NAME = "hybridsr-edge/0.1"
 
@@ -46,6 +49,11 @@ class Edge:
         self.device = "cpu"
         self.t2i_worker = PipelineWorker("t2i", max_queue=config.max_jobs)
         self.sr_worker = PipelineWorker("sr", max_queue=config.max_jobs)
+        # Light SR on the edge: the device SDK's own backend (Real-ESRGAN, else Lanczos).
+        self.light_worker = PipelineWorker("light", max_queue=config.max_jobs * 64)
+        self.light: DeviceSR | None = None
+        self.costs = EdgeCosts()
+        self.bytes_per_px = DEFAULT_BYTES_PER_PX
         self.profile = EdgeProfile()
         self.active_jobs = 0
         self.jobs_completed = 0
@@ -156,8 +164,10 @@ class Edge:
         self.t2i, self.sr, self.device = await asyncio.to_thread(
             load_models, self.preset, self.config.device
         )
+        self.light = await asyncio.to_thread(create_backend, "auto")
         self.t2i_worker.start()
         self.sr_worker.start()
+        self.light_worker.start()
         if self.config.profile_on_start:
             await self._measure_profile()
         log.info("edge ready: %s", self.models.model_dump())
@@ -169,48 +179,110 @@ class Edge:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.t2i_worker.stop()
         await self.sr_worker.stop()
+        await self.light_worker.stop()
 
     async def _measure_profile(self) -> None:
-        """Time one small T2I run and one SR tile: a warm-up, and the costs we announce."""
-        m = self.preset.size_multiple
-        side = max(4 * m, 32)
-        t0 = time.perf_counter()
-        lr = await self.text_to_image("profile", "", side, side, 1, 0)
-        t1 = time.perf_counter()
+        """Warm up, then time T2I (1 and 2 steps), SR (1 tile and a batch) and light SR.
+
+        These seed the planner's cost model; real jobs refine it from then on.
+        """
+        m, c = self.preset.size_multiple, self.costs
+        side = max(8 * m, 64)
+        px = side * side
+        scale = max(self.preset.scales)
+        lr = await self.text_to_image("warm-up", "", side, side, 1, 0, observe=False)
+        one = await self._timed_t2i(side, 1)
+        two = await self._timed_t2i(side, 2)
+        per_step = max(two - one, 1e-9) / px
+        c.t2i_s_per_step_px, c.t2i_s_per_px = per_step, max(one / px - per_step, 0.0)
         tile = lr[: self.config.tile, : self.config.tile]
-        await self.super_resolve([tile], max(self.preset.scales), "", "", 0)
-        t2 = time.perf_counter()
-        self.profile = EdgeProfile(
-            t2i_s_per_step=round(t1 - t0, 4), sr_s_per_tile=round(t2 - t1, 4)
-        )
+        tile_px = tile.shape[0] * tile.shape[1]
+        batch = max(2, self.config.sr_batch)
+        await self.super_resolve([tile], scale, "", "", 0, observe=False)  # warm-up
+        t0 = time.perf_counter()
+        await self.super_resolve([tile], scale, "", "", 0, observe=False)
+        single = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await self.super_resolve([tile] * batch, scale, "", "", 0, observe=False)
+        many = time.perf_counter() - t0
+        c.sr_s_per_tile_px = max(many - single, 1e-9) / ((batch - 1) * tile_px)
+        c.sr_batch_base_s = max(single - tile_px * c.sr_s_per_tile_px, 0.0)
+        await self.light_tile(tile, scale)  # warm-up (first call may convert the model)
+        t0 = time.perf_counter()
+        await self.light_tile(tile, scale)
+        c.light_s_per_px = (time.perf_counter() - t0) / tile_px
+        c.service_s = c.t2i(self.preset.t2i_steps, px) + c.sr_batch(4, tile_px)
+        self.profile = EdgeProfile(t2i_s_per_step=round(c.t2i_s_per_step_px * px, 5),
+                                   sr_s_per_tile=round(single, 5))
+        log.info("edge costs measured: %s", c)
+
+    async def _timed_t2i(self, side: int, steps: int) -> float:
+        t0 = time.perf_counter()
+        await self.text_to_image("profile", "", side, side, steps, 0, observe=False)
+        return time.perf_counter() - t0
+
+    def queue_wait(self) -> float:
+        """Expected wait before a new job's T2I starts: queue depth times service time."""
+        return self.t2i_worker.depth * self.costs.service_s
+
+    def observe_bytes(self, nbytes: int, px: int) -> None:
+        if px > 0:
+            self.bytes_per_px += 0.3 * (nbytes / px - self.bytes_per_px)
 
     async def text_to_image(
         self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
         seed: int | None, on_step: Callable[[int, int], None] | None = None,
-        cancelled: threading.Event | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
     ) -> np.ndarray:
         assert self.t2i is not None
         t2i = self.t2i
-        return await self.t2i_worker.call(
+        image, seconds = await self.t2i_worker.call(_timed(
             lambda: t2i(prompt, negative_prompt, width, height, steps, seed, on_step, cancelled)
-        )
+        ))
+        if observe:
+            self.costs.observe_t2i(seconds, steps, width * height)
+        return image
+
+    async def light_tile(self, crop: np.ndarray, scale: int, observe: bool = True
+                         ) -> np.ndarray:
+        """Light SR of one LR crop (tile plus context) on the edge's light worker."""
+        assert self.light is not None
+        light = self.light
+        image, seconds = await self.light_worker.call(_timed(lambda: light.upscale(crop, scale)))
+        if observe:
+            self.costs.observe_light(seconds, crop.shape[0] * crop.shape[1])
+        return image
 
     async def super_resolve(
         self, tiles: list[np.ndarray], scale: int, prompt: str, negative_prompt: str,
         seed: int | None, on_step: Callable[[int, int], None] | None = None,
-        cancelled: threading.Event | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
     ) -> list[np.ndarray]:
         """Diffusion SR of a batch of LR tiles; tiles are padded to the model's size factor."""
         assert self.sr is not None
         sr, m = self.sr, self.preset.size_multiple
         padded = [_pad_to_multiple(t, m) for t in tiles]
-        out = await self.sr_worker.call(
+        out, seconds = await self.sr_worker.call(_timed(
             lambda: sr(padded, scale, prompt, negative_prompt, seed, on_step, cancelled)
-        )
+        ))
+        if observe:
+            px = max(t.shape[0] * t.shape[1] for t in tiles)
+            self.costs.observe_sr(seconds, len(tiles), px)
         return [
             o[: t.shape[0] * scale, : t.shape[1] * scale]
             for o, t in zip(out, tiles, strict=True)
         ]
+
+
+def _timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
+    """Time `fn` inside the worker thread, so queueing is not counted as compute."""
+
+    def run() -> tuple[T, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
+
+    return run
 
 
 def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:

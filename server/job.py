@@ -1,8 +1,10 @@
 """The life of one job on the edge, top to bottom.
 
+0. the planner's inputs: measured costs of this edge, this device and this link;
 1. the LR image: text-to-image at width/scale × height/scale (or the client's image);
-2. the plan: tile grid, saliency scores, a destination for every tile → `plan` frame;
-3. diffusion SR of the edge tiles in batches, each tile sent as soon as it is done;
+2. the plan: tile grid, saliency scores, a destination and method for every tile, and the
+   predicted finish → `plan` frame;
+3. the edge's tiles: diffusion SR in batches and light SR beside it, each sent when ready;
 4. `done` with the stage timings — or `error` with a stable code.
 
 A job outlives its connection: everything it sends is kept in its log, and a client that
@@ -17,9 +19,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 from pydantic import BaseModel
 
 from hybridsr.protocol import (
+    DeviceProfile,
     Done,
     Error,
     ErrorCode,
@@ -27,12 +31,23 @@ from hybridsr.protocol import (
     Progress,
     ProtocolError,
     TileResult,
+    TileSpec,
     encode_image,
 )
-from hybridsr.sdk.tiles import tile_grid
+from hybridsr.sdk.saliency import tile_scores
+from hybridsr.sdk.tiles import Tile, crop_with_context, tile_grid
+from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
 from hybridsr.server.models import JobCancelled
-from hybridsr.server.planner import place_tiles, score_tiles
+from hybridsr.server.planner import (
+    Costs,
+    JobShape,
+    Prediction,
+    choose_steps,
+    place,
+    predict,
+    to_specs,
+)
 from hybridsr.server.validation import JobRequest
 
 log = logging.getLogger(__name__)
@@ -41,9 +56,11 @@ Send = Callable[[BaseModel], Awaitable[None]]
 
 
 class EdgeJob:
-    def __init__(self, request: JobRequest, edge: Edge, send: Send, fingerprint: str = ""
-                 ) -> None:
+    def __init__(self, request: JobRequest, edge: Edge, send: Send, fingerprint: str = "",
+                 device: DeviceProfile | None = None) -> None:
         self.request = request
+        self.device = device  # the client's `hello` profile: its SR speed seeds the planner
+        self.prediction: Prediction | None = None
         self.edge = edge
         self.fingerprint = fingerprint  # a resent request must match to re-attach
         self.cancelled = threading.Event()  # read by pipeline callbacks in worker threads
@@ -130,11 +147,29 @@ class EdgeJob:
 
             return report
 
+        # 0. What the planner knows: measured costs, this device, this link, the edge's load.
+        costs = Costs(edge.costs, DeviceCosts.from_client(self.device, req.stats),
+                      LinkCosts.from_client(req.stats))
+        if req.policy == "direct-hr":  # one tile, no SR: the T2I output is the final image
+            tiles = [Tile(0, 0, 0, req.lr_width, req.lr_height)]
+        else:
+            tiles = tile_grid(req.lr_width, req.lr_height, cfg.tile, cfg.overlap)
+        shape = JobShape(
+            kind=req.kind, lr_width=req.lr_width, lr_height=req.lr_height, scale=req.scale,
+            steps=req.steps, tiles=tiles, sr_batch=cfg.sr_batch,
+            edge_load=max(0, edge.active_jobs - 1), queue_wait_s=edge.queue_wait(),
+            bytes_per_px=edge.bytes_per_px,
+        )
+        threshold = req.threshold if req.threshold is not None else cfg.threshold
+        if req.kind == "generate" and not req.steps_given:
+            shape.steps = choose_steps(shape, costs, req.latency_budget_s, req.steps,
+                                       edge.preset.max_t2i_steps, 0.5, req.policy)
+
         # 1. The LR image.
         if req.lr_image is None:
             t0 = time.perf_counter()
             lr = await edge.text_to_image(
-                req.prompt, req.negative_prompt, req.lr_width, req.lr_height, req.steps,
+                req.prompt, req.negative_prompt, req.lr_width, req.lr_height, shape.steps,
                 req.seed, progress("t2i"), self.cancelled,
             )
             self.timings["t2i"] = time.perf_counter() - t0
@@ -142,39 +177,77 @@ class EdgeJob:
             lr = req.lr_image
             self.timings["t2i"] = 0.0
 
-        # 2. The plan.
+        # 2. The plan: scores from the LR image, a place for every tile, a predicted finish.
         t0 = time.perf_counter()
-        tiles = tile_grid(req.lr_width, req.lr_height, cfg.tile, cfg.overlap)
-        threshold = req.threshold if req.threshold is not None else cfg.threshold
-        specs = place_tiles(req.policy, tiles, score_tiles(lr, tiles), threshold)
+        scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]
+        shape.queue_wait_s = 0.0  # from here on we are running
+        placement = place(req.policy, scores, threshold, shape, costs, req.top_k)
+        predicted = predict(shape, costs, placement)
+        specs = to_specs(tiles, scores, placement)
+        lr_blob = encode_image(lr, req.image_format) if req.kind == "generate" else None
+        if lr_blob is not None:
+            edge.observe_bytes(len(lr_blob.data), req.lr_width * req.lr_height)
+        elapsed = time.perf_counter() - started
         plan = Plan(
-            job_id=req.job_id, policy=req.policy,
-            lr_image=encode_image(lr, req.image_format) if req.kind == "generate" else None,
-            lr_width=req.lr_width, lr_height=req.lr_height, scale=req.scale, steps=req.steps,
+            job_id=req.job_id, policy=req.policy, lr_image=lr_blob,
+            lr_width=req.lr_width, lr_height=req.lr_height, scale=req.scale, steps=shape.steps,
             tile=cfg.tile, overlap=cfg.overlap, threshold=threshold, tiles=specs,
             sr_backend=edge.preset.sr_backend, random_weights=edge.preset.random_weights,
+            predicted_s=round(elapsed + predicted.edge_done - predicted.plan_sent, 4),
+            predicted_plan_s=round(elapsed, 4),
         )
+        self.prediction = predicted
         self.timings["plan"] = time.perf_counter() - t0
         for spec in specs:
-            edge.metrics.tiles.labels(spec.destination).inc()
+            edge.metrics.tiles.labels(f"{spec.destination}-{spec.method}").inc()
         await self.send(plan)
 
-        # 3. Diffusion SR of the edge tiles, streamed back batch by batch.
-        t0 = time.perf_counter()
-        edge_tiles = [t for t in tiles if specs[t.index].destination == "edge"]
-        for start in range(0, len(edge_tiles), cfg.sr_batch):
-            batch = edge_tiles[start : start + cfg.sr_batch]
-            crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
-            hr = await edge.super_resolve(
-                crops, req.scale, req.prompt, req.negative_prompt, req.seed,
-                progress("edge_sr"), self.cancelled,
-            )
-            for tile, image in zip(batch, hr, strict=True):
-                blob = encode_image(image, req.image_format)
-                await self.send(TileResult(job_id=req.job_id, index=tile.index, image=blob))
-        self.timings["edge_sr"] = time.perf_counter() - t0
+        # 3. Edge tiles: diffusion SR in batches and light SR side by side, each tile sent
+        #    the moment it is ready.
+        diffusion = [t for t, s in zip(tiles, specs, strict=True) if s.method == "diffusion"
+                     and s.destination == "edge"]
+        light = [s for s in specs if s.destination == "edge" and s.method == "light"]
+        await asyncio.gather(self._diffusion_tiles(lr, diffusion, progress("edge_sr")),
+                             self._light_tiles(lr, light))
 
         # 4. Done.
         self.timings["edge_total"] = time.perf_counter() - started
+        edge.costs.observe_service(self.timings.get("t2i", 0) + self.timings.get("edge_sr", 0))
         timings = {k: round(v, 6) for k, v in self.timings.items()}
+        timings["predicted_total"] = round(predicted.total, 6)
         await self.send(Done(job_id=req.job_id, timings=timings))
+
+    async def _diffusion_tiles(self, lr: np.ndarray, tiles: list[Tile],
+                               on_step: Callable[[int, int], None]) -> None:
+        req, edge = self.request, self.edge
+        t0 = time.perf_counter()
+        for start in range(0, len(tiles), edge.config.sr_batch):
+            batch = tiles[start : start + edge.config.sr_batch]
+            crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
+            hr = await edge.super_resolve(
+                crops, req.scale, req.prompt, req.negative_prompt, req.seed, on_step,
+                self.cancelled,
+            )
+            for tile, image in zip(batch, hr, strict=True):
+                await self._send_tile(tile.index, image)
+        self.timings["edge_sr"] = time.perf_counter() - t0
+
+    async def _light_tiles(self, lr: np.ndarray, specs: list[TileSpec]) -> None:
+        req, edge = self.request, self.edge
+        assert edge.light is not None
+        t0 = time.perf_counter()
+        for spec in specs:
+            if self.cancelled.is_set():
+                raise JobCancelled()
+            tile = Tile(spec.index, spec.x, spec.y, spec.w, spec.h)
+            patch, dx, dy = crop_with_context(lr, tile, edge.light.context)
+            big = await edge.light_tile(patch, req.scale)
+            s = req.scale
+            await self._send_tile(spec.index,
+                                  big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s])
+        self.timings["edge_light"] = time.perf_counter() - t0
+
+    async def _send_tile(self, index: int, image: np.ndarray) -> None:
+        blob = encode_image(np.ascontiguousarray(image), self.request.image_format)
+        self.edge.observe_bytes(len(blob.data), image.shape[0] * image.shape[1])
+        await self.send(TileResult(job_id=self.request.job_id, index=index, image=blob))

@@ -25,7 +25,6 @@ from hybridsr.protocol import (
     decode_image,
 )
 from hybridsr.sdk.compose import compose
-from hybridsr.sdk.devicesr import LanczosSR
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
 from hybridsr.server.validation import validate_generate
@@ -77,7 +76,8 @@ async def handle_generate(request: web.Request) -> web.Response:
     assert plan.lr_image is not None
     lr = decode_image(plan.lr_image)
     edge_tiles = {m.index: decode_image(m.image) for m in received if isinstance(m, TileResult)}
-    image = compose(lr, plan, edge_tiles, LanczosSR())
+    assert edge.light is not None
+    image = compose(lr, plan, edge_tiles, edge.light)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     headers = {

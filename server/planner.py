@@ -1,33 +1,204 @@
-"""First-version placement: which LR size, scale and steps, and where each tile goes.
+"""The planner: LR size, steps and every tile's destination, from measured costs.
 
-The tile scores come from the LR image (saliency and detail energy, `hybridsr.sdk.saliency`);
-foreground tiles (score ≥ threshold) get diffusion SR on the edge, the rest light SR on the
-device. The fixed reference policies place every tile on one side.
+Foreground tiles (score ≥ threshold) always get diffusion SR on the edge. For `hybrid`, the
+background tiles then go to device light SR or edge light SR, whichever makes the whole job
+finish sooner (device and edge finishing together), counting the transfer of the LR image
+and of every HR tile. The fixed policies place tiles by rule and are predicted the same way,
+so every plan states when it expects to finish.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
-from hybridsr.sdk.saliency import tile_scores
 from hybridsr.sdk.tiles import Tile
+from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
+
+EDGE_DIFFUSION = ("edge", "diffusion")
+EDGE_LIGHT = ("edge", "light")
+DEVICE_LIGHT = ("device", "light")
+DEVICE_COPY = ("device", "copy")
+REQUEST_BYTES = 2_000  # a `generate` frame, give or take the prompt
 
 
-def place_tiles(policy: str, tiles: list[Tile], scores: list[float], threshold: float
-                ) -> list[TileSpec]:
-    """Give every tile a destination according to `policy`."""
+@dataclass
+class JobShape:
+    """What the planner needs to know about one job, apart from the costs."""
+
+    kind: str  # "generate" | "enhance"
+    lr_width: int
+    lr_height: int
+    scale: int
+    steps: int
+    tiles: Sequence[Tile]
+    sr_batch: int = 4
+    edge_load: int = 0  # other jobs running on the edge: they share its workers
+    queue_wait_s: float = 0.0
+    bytes_per_px: float = DEFAULT_BYTES_PER_PX
+    edge_light: bool = True  # whether the edge offers light SR at all
+
+    @property
+    def lr_px(self) -> int:
+        return self.lr_width * self.lr_height
+
+
+@dataclass
+class Costs:
+    edge: EdgeCosts = field(default_factory=EdgeCosts)
+    device: DeviceCosts = field(default_factory=DeviceCosts)
+    link: LinkCosts = field(default_factory=LinkCosts)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Seconds after the edge receives the request."""
+
+    plan_sent: float
+    plan_at_device: float
+    edge_done: float  # last edge tile at the device
+    device_done: float
+    total: float  # final image on the device (+ the request's own trip)
+    bytes_down: float
+    edge_busy: float  # edge compute this job adds
+
+
+def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
+            ) -> Prediction:
+    """Walk the job's timeline: T2I, plan transfer, edge SR batches, the downlink, the device."""
+    e, d, link = costs.edge, costs.device, costs.link
+    share = 1 + max(0, shape.edge_load)  # a shared edge serves our tiles slower
+    t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
+    plan_sent = shape.queue_wait_s + t2i
+    plan_bytes = shape.lr_px * shape.bytes_per_px if shape.kind == "generate" else 200.0
+    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes)
+
+    tiles = list(shape.tiles)
+    diffusion = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_DIFFUSION]
+    light = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_LIGHT]
+    on_device = [t for t, p in zip(tiles, placement, strict=True) if p[0] == "device"]
+
+    ready: list[tuple[float, int]] = []  # (time the HR tile is ready at the edge, HR px)
+    busy, clock = 0.0, plan_sent
+    for start in range(0, len(diffusion), max(1, shape.sr_batch)):
+        batch = diffusion[start : start + shape.sr_batch]
+        cost = e.sr_batch(len(batch), max(t.w * t.h for t in batch))
+        busy += cost
+        clock += cost * share
+        ready += [(clock, t.w * t.h * shape.scale**2) for t in batch]
+    clock = plan_sent  # light SR runs on its own worker, beside diffusion SR
+    for t in light:
+        cost = e.light(t.w * t.h)
+        busy += cost
+        clock += cost * share
+        ready.append((clock, t.w * t.h * shape.scale**2))
+
+    link_free = plan_sent + link.down(plan_bytes)  # the downlink carries one frame at a time
+    bytes_down = plan_bytes
+    for when, hr_px in sorted(ready):
+        nbytes = hr_px * shape.bytes_per_px
+        link_free = max(link_free, when) + link.down(nbytes)
+        bytes_down += nbytes
+    edge_done = link_free + link.rtt_s / 2 if ready else plan_at_device
+
+    device_work = sum(d.sr(t.w * t.h) for t, p in zip(tiles, placement, strict=True)
+                      if p == DEVICE_LIGHT)
+    device_done = plan_at_device + device_work
+    hr_px = shape.lr_px * shape.scale**2
+    stitch = hr_px * d.stitch_s_per_hr_px if on_device or ready else 0.0
+    total = max(edge_done, device_done) + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
+    return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
+                      busy + t2i)
+
+
+def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,
+          costs: Costs, top_k: int | None = None) -> list[tuple[str, str]]:
+    """Each tile's (destination, method) under `policy`."""
+    fg = [s >= threshold for s in scores]
+    n = len(scores)
+    if policy == "edge-diffusion-all":
+        return [EDGE_DIFFUSION] * n
     if policy == "split-device":
-        where = ["edge" if s >= threshold else "device" for s in scores]
-    elif policy == "edge-diffusion-all":
-        where = ["edge"] * len(tiles)
-    elif policy == "device-light-all":
-        where = ["device"] * len(tiles)
-    else:
-        raise ProtocolError(ErrorCode.UNKNOWN_POLICY, f"unknown policy {policy!r}")
+        return [EDGE_DIFFUSION if f else DEVICE_LIGHT for f in fg]
+    if policy == "split-edge":
+        return [EDGE_DIFFUSION if f else EDGE_LIGHT for f in fg]
+    if policy == "edge-light-all":
+        return [EDGE_LIGHT] * n
+    if policy == "device-light-all":
+        return [DEVICE_LIGHT] * n
+    if policy == "direct-hr":
+        return [DEVICE_COPY] * n
+    if policy == "top-k":
+        k = top_k if top_k is not None else max(1, round(0.25 * n))
+        ranked = sorted(range(n), key=lambda i: -scores[i])[:k]
+        chosen = set(ranked)
+        return [EDGE_DIFFUSION if i in chosen else DEVICE_LIGHT for i in range(n)]
+    if policy == "hybrid":
+        return _balance(fg, scores, shape, costs)
+    raise ProtocolError(ErrorCode.UNKNOWN_POLICY, f"unknown policy {policy!r}")
+
+
+def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs
+             ) -> list[tuple[str, str]]:
+    """Split the background tiles three ways so that the whole job finishes soonest.
+
+    The most salient background tiles may join the foreground in diffusion SR (nearly free
+    when batching on an idle GPU), the next ones go to edge light SR, the rest stay on the
+    device. Every split point is predicted; on a tie the device keeps the work, so the
+    shared edge is spared. The candidates include the fixed splits `split-device` (nothing
+    moved), `split-edge` (all to edge light) and `edge-diffusion-all` (all to diffusion),
+    so the plan is never predicted slower than any of them.
+    """
+    background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
+    n = len(background)
+    stride = max(1, n // 48)  # bounds the search to a few thousand predictions
+    batch = max(1, shape.sr_batch)
+    diffusion_counts = sorted({*range(0, n + 1, batch), n})
+    best: tuple[float, int, int] | None = None
+    for k_diff in diffusion_counts:
+        light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
+            if shape.edge_light else [0]
+        for k_light in light_counts:
+            placement = _split(fg, background, k_diff, k_light)
+            total = predict(shape, costs, placement).total
+            if best is None or total < best[0] * 0.999:
+                best = (total, k_diff, k_light)
+    assert best is not None
+    return _split(fg, background, best[1], best[2])
+
+
+def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: int
+           ) -> list[tuple[str, str]]:
+    placement = [EDGE_DIFFUSION if f else DEVICE_LIGHT for f in fg]
+    for rank, i in enumerate(background):
+        if rank < k_diff:
+            placement[i] = EDGE_DIFFUSION
+        elif rank < k_diff + k_light:
+            placement[i] = EDGE_LIGHT
+    return placement
+
+
+def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default: int,
+                 most: int, fg_share: float, policy: str) -> int:
+    """The most denoising steps whose predicted latency fits the budget (else `default`)."""
+    if budget_s is None:
+        return default
+    n = len(shape.tiles)
+    guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
+    for steps in range(most, 0, -1):
+        trial = JobShape(**{**shape.__dict__, "steps": steps})
+        placement = place(policy, guess, 0.5, trial, costs)
+        if predict(trial, costs, placement).total <= budget_s:
+            return steps
+    return 1
+
+
+def to_specs(tiles: Sequence[Tile], scores: Sequence[float],
+             placement: Sequence[tuple[str, str]]) -> list[TileSpec]:
     return [
-        TileSpec(index=t.index, x=t.x, y=t.y, w=t.w, h=t.h, destination=d, score=round(s, 4))
-        for t, d, s in zip(tiles, where, scores, strict=True)
+        TileSpec(index=t.index, x=t.x, y=t.y, w=t.w, h=t.h, destination=dest, method=method,
+                 score=round(float(s), 4) if math.isfinite(s) else 0.0)
+        for t, s, (dest, method) in zip(tiles, scores, placement, strict=True)
     ]
-
-
-def score_tiles(lr, tiles: list[Tile]) -> list[float]:
-    return [float(s) for s in tile_scores(lr, tiles)]

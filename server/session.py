@@ -18,11 +18,14 @@ from hybridsr.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
+    DeviceProfile,
     Enhance,
     Error,
     ErrorCode,
     Generate,
     Hello,
+    Ping,
+    Pong,
     ProtocolError,
     Welcome,
     decode,
@@ -43,6 +46,7 @@ class Session:
         self.jobs: dict[str, EdgeJob] = {}  # jobs this session is attached to
         self._send_lock = asyncio.Lock()
         self.greeted = False
+        self.device: DeviceProfile | None = None
 
     async def send(self, message: BaseModel) -> None:
         async with self._send_lock:
@@ -97,6 +101,8 @@ class Session:
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send `hello` first")
         if isinstance(message, (Generate, Enhance)):
             await self.start_job(message)
+        elif isinstance(message, Ping):
+            await self.send(Pong(nonce=message.nonce, padding=bytes(message.reply_bytes)))
         elif isinstance(message, Cancel):
             job = self.edge.jobs.get(message.job_id)
             if job is None or job.finished:
@@ -126,7 +132,7 @@ class Session:
             request = validate_enhance(message, edge.limits, edge.preset)
         edge.admit(self.client_key)
         position = edge.job_started()
-        job = EdgeJob(request, edge, self.send, fingerprint)
+        job = EdgeJob(request, edge, self.send, fingerprint, device=self.device)
         self.jobs[request.job_id] = job
         await self.send(Accepted(job_id=request.job_id, queue_position=position))
         edge.launch(job)

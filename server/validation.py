@@ -8,6 +8,7 @@ import numpy as np
 
 from hybridsr.protocol import (
     POLICIES,
+    ClientStats,
     EdgeLimits,
     Enhance,
     ErrorCode,
@@ -35,6 +36,10 @@ class JobRequest:
     threshold: float | None
     image_format: str
     lr_image: np.ndarray | None = None  # given by the client for `enhance`
+    steps_given: bool = False  # False: the planner may pick steps from the latency budget
+    latency_budget_s: float | None = None
+    top_k: int | None = None
+    stats: ClientStats | None = None
 
 
 def _check_common(msg: Generate | Enhance, limits: EdgeLimits, preset: Preset) -> int:
@@ -50,6 +55,10 @@ def _check_common(msg: Generate | Enhance, limits: EdgeLimits, preset: Preset) -
             ErrorCode.UNKNOWN_POLICY,
             f"unknown policy {msg.policy!r}; known: {', '.join(POLICIES)}",
         )
+    if msg.policy == "direct-hr":
+        if isinstance(msg, Enhance):
+            raise ProtocolError(ErrorCode.UNKNOWN_POLICY, "direct-hr is for generate only")
+        return 1  # T2I straight at the target size: no SR at all
     scale = msg.scale if msg.scale is not None else max(preset.scales)
     if scale not in limits.scales:
         raise ProtocolError(
@@ -83,7 +92,8 @@ def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobR
         job_id=msg.job_id, kind="generate", prompt=msg.prompt,
         negative_prompt=msg.negative_prompt, lr_width=w // scale, lr_height=h // scale,
         scale=scale, steps=steps, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
-        image_format=msg.image_format,
+        image_format=msg.image_format, steps_given=msg.steps is not None,
+        latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
     )
 
 
@@ -101,5 +111,6 @@ def validate_enhance(msg: Enhance, limits: EdgeLimits, preset: Preset) -> JobReq
         job_id=msg.job_id, kind="enhance", prompt=msg.prompt,
         negative_prompt=msg.negative_prompt, lr_width=blob.width, lr_height=blob.height,
         scale=scale, steps=0, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
-        image_format=msg.image_format, lr_image=image,
+        image_format=msg.image_format, lr_image=image, steps_given=True,
+        latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
     )

@@ -67,7 +67,7 @@ def test_generate_and_enhance_against_a_running_edge(edge, tmp_path, photo):
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (128, 96)
     data = json.loads(report.read_text())
-    assert data["policy"] == "split-device" and data["degraded"] is False
+    assert data["policy"] == "hybrid" and data["degraded"] is False
     assert {"t2i", "transfer", "device_sr", "edge_sr", "stitch", "total"} <= set(data["timings"])
     assert len(data["plan"]["tiles"]) == len(data["destinations"])
 

@@ -31,7 +31,8 @@ async def test_generate_split_device(edge):
     async with AsyncHybridClient(edge.url) as client:
         assert client.backend.name == "realesr-animevideov3"  # the default device SR
         result = await client.generate("a red lighthouse", width=256, height=192, seed=1,
-                                       threshold=1.0, on_progress=events.append)
+                                       threshold=1.0, policy="split-device",
+                                       on_progress=events.append)
     assert result.image.size == (256, 192)
     assert result.lr_image.size == (64, 48)
     assert result.plan.scale == 4 and result.random_weights

@@ -177,7 +177,7 @@ def test_metrics_count_jobs_tiles_and_stages(edge):
     assert len(result.plan.tiles) == 6
     key = 'hybridsr_jobs_total{outcome="done"}'
     assert after[key] == before.get(key, 0) + 1
-    tiles = 'hybridsr_tiles_total{destination="edge"}'
+    tiles = 'hybridsr_tiles_total{destination="edge-diffusion"}'
     assert after[tiles] == before.get(tiles, 0) + 6
     count = 'hybridsr_stage_seconds_count{stage="t2i"}'
     assert after[count] == before.get(count, 0) + 1

@@ -1,0 +1,156 @@
+"""The planner's decisions on synthetic profiles: each rule is checked against its opposite."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+
+import pytest
+
+from hybridsr.protocol import ClientStats, DeviceProfile
+from hybridsr.sdk.tiles import tile_grid
+from hybridsr.server.costs import DeviceCosts, EdgeCosts, LinkCosts
+from hybridsr.server.planner import (
+    DEVICE_LIGHT,
+    EDGE_DIFFUSION,
+    EDGE_LIGHT,
+    Costs,
+    JobShape,
+    choose_steps,
+    place,
+    predict,
+)
+
+TILES = tile_grid(128, 128, 32, 8)  # 25 tiles
+SCORES = [i / (len(TILES) - 1) for i in range(len(TILES))]  # 0 … 1, 12 of them ≥ 0.5
+FG = [s >= 0.5 for s in SCORES]
+
+
+def shape(**overrides) -> JobShape:
+    return JobShape(**{**dict(kind="generate", lr_width=128, lr_height=128, scale=4, steps=2,
+                              tiles=TILES), **overrides})
+
+
+def costs(device_s_per_px=1e-5, down=2.5e7, rtt=0.01, **edge) -> Costs:
+    return Costs(EdgeCosts(**edge), DeviceCosts(sr_s_per_px=device_s_per_px),
+                 LinkCosts(rtt_s=rtt, down_bytes_per_s=down, up_bytes_per_s=down))
+
+
+def hybrid(s: JobShape, c: Costs) -> list[tuple[str, str]]:
+    return place("hybrid", SCORES, 0.5, s, c)
+
+
+def test_foreground_always_gets_diffusion_sr():
+    for policy in ("hybrid", "edge-diffusion-all", "split-device", "split-edge"):
+        placement = place(policy, SCORES, 0.5, shape(), costs())
+        assert all(p == EDGE_DIFFUSION for p, f in zip(placement, FG, strict=True) if f), policy
+
+
+def test_slow_device_sends_more_tiles_to_the_edge():
+    fast = Counter(p[0] for p in hybrid(shape(), costs(device_s_per_px=1e-7)))
+    slow = Counter(p[0] for p in hybrid(shape(), costs(device_s_per_px=1e-3)))
+    assert slow["edge"] > fast["edge"]
+    assert slow["device"] == 0 and fast["device"] > 0
+
+
+def test_slow_link_sends_fewer_bytes():
+    s = shape()
+    slow_device = dict(device_s_per_px=2e-4)
+    fast_link, slow_link = costs(down=1e8, **slow_device), costs(down=2e5, **slow_device)
+    fast_bytes = predict(s, fast_link, hybrid(s, fast_link)).bytes_down
+    slow_bytes = predict(s, slow_link, hybrid(s, slow_link)).bytes_down
+    assert slow_bytes < fast_bytes
+    assert Counter(hybrid(s, slow_link))[DEVICE_LIGHT] > Counter(hybrid(s, fast_link))[
+        DEVICE_LIGHT]
+
+
+def test_loaded_edge_keeps_only_foreground_tiles():
+    c = costs(device_s_per_px=5e-5)
+    idle = hybrid(shape(edge_load=0), c)
+    loaded = hybrid(shape(edge_load=8), c)
+    assert Counter(idle)[EDGE_LIGHT] + Counter(idle)[EDGE_DIFFUSION] > sum(FG)
+    assert [p[0] == "edge" for p in loaded] == FG
+
+
+def test_cheap_batching_pulls_background_into_diffusion():
+    # An idle data-centre GPU: a batch of tiles costs about what one does.
+    s = shape(sr_batch=32)
+    c = costs(device_s_per_px=1e-4, sr_s_per_tile_px=1e-9, light_s_per_px=1e-4)
+    assert Counter(hybrid(s, c))[EDGE_DIFFUSION] == len(TILES)
+
+
+@pytest.mark.parametrize("device", [1e-7, 1e-5, 1e-4, 1e-3])
+@pytest.mark.parametrize("down", [2e5, 2.5e6, 1e8])
+@pytest.mark.parametrize("load", [0, 4])
+def test_hybrid_is_never_predicted_slower_than_the_fixed_splits(device, down, load):
+    s, c = shape(edge_load=load), costs(device_s_per_px=device, down=down)
+    mine = predict(s, c, hybrid(s, c)).total
+    for policy in ("edge-diffusion-all", "split-device", "split-edge"):
+        other = predict(s, c, place(policy, SCORES, 0.5, s, c)).total
+        assert mine <= other * 1.001, policy
+
+
+def test_latency_budget_trades_steps():
+    s, c = shape(), costs(t2i_s_per_step_px=2e-5)
+    generous = choose_steps(s, c, 60.0, 2, 8, 0.5, "hybrid")
+    tight_total = predict(shape(steps=2), c, hybrid(shape(steps=2), c)).total
+    tight = choose_steps(s, c, tight_total, 2, 8, 0.5, "hybrid")
+    assert generous == 8 and tight <= 2
+    assert choose_steps(s, c, None, 3, 8, 0.5, "hybrid") == 3
+
+
+def test_top_k_and_reference_policies():
+    top3 = place("top-k", SCORES, 0.5, shape(), costs(), top_k=3)
+    assert [i for i, p in enumerate(top3) if p == EDGE_DIFFUSION] == [22, 23, 24]
+    assert set(place("device-light-all", SCORES, 0.5, shape(), costs())) == {DEVICE_LIGHT}
+    assert set(place("edge-light-all", SCORES, 0.5, shape(), costs())) == {EDGE_LIGHT}
+
+
+def test_prediction_counts_queue_and_link():
+    c = costs()
+    base = predict(shape(), c, hybrid(shape(), c))
+    queued = predict(shape(queue_wait_s=5.0), c, hybrid(shape(), c))
+    assert math.isclose(queued.total - base.total, 5.0, rel_tol=1e-6)
+    far = costs(rtt=0.5)
+    # one round trip more: the request up and the plan down
+    assert predict(shape(), far, hybrid(shape(), far)).total > base.total + 0.45
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [None, ClientStats(), ClientStats(rtt_s=1e6, down_bytes_per_s=1e-3 + 1.0)],
+    ids=["missing", "empty", "absurd"],
+)
+def test_missing_or_absurd_link_falls_back_with_a_warning(stats, caplog):
+    with caplog.at_level(logging.WARNING):
+        link = LinkCosts.from_client(stats)
+    assert link == LinkCosts()
+    assert "link measurements" in caplog.text or "no link" in caplog.text
+
+
+@pytest.mark.parametrize("value", [0.0, float("inf"), 500.0])
+def test_absurd_device_speed_falls_back_with_a_warning(value, caplog):
+    profile = DeviceProfile(cores=1, memory_total_mb=1, memory_available_mb=1,
+                            sr_ms_per_lr_pixel=value)
+    with caplog.at_level(logging.WARNING):
+        device = DeviceCosts.from_client(profile, None)
+    assert device == DeviceCosts() and "absurd" in caplog.text
+    s = shape()
+    placement = hybrid(s, Costs(EdgeCosts(), device, LinkCosts()))
+    assert len(placement) == len(TILES)
+
+
+def test_measured_device_speed_is_used():
+    stats = ClientStats(device_sr_s_per_lr_px=3e-6)
+    assert DeviceCosts.from_client(None, stats).sr_s_per_px == 3e-6
+
+
+def test_edge_costs_follow_observations():
+    e = EdgeCosts()
+    before = e.t2i(2, 4096)
+    for _ in range(30):
+        e.observe_t2i(2 * before, 2, 4096)
+    assert math.isclose(e.t2i(2, 4096), 2 * before, rel_tol=0.01)
+    e.observe_t2i(float("nan"), 2, 4096)
+    assert math.isclose(e.t2i(2, 4096), 2 * before, rel_tol=0.01)
