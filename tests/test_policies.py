@@ -1,0 +1,100 @@
+"""Every policy end to end on the real edge, the planner's promise, and link emulation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from hybridsr.protocol import POLICIES
+from hybridsr.sdk import AsyncHybridClient, StageTimeouts
+from hybridsr.sdk.link import LinkProfile
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_every_policy_produces_the_requested_image(edge, policy):
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        result = await client.generate("a harbour", width=256, height=256, seed=8,
+                                       policy=policy, top_k=2)
+    assert result.image.size == (256, 256) and not result.degraded
+    plan = result.plan
+    assert plan.policy == policy and plan.predicted_s is not None and plan.predicted_s > 0
+    methods = {(t.destination, t.method) for t in plan.tiles}
+    fg = [t for t in plan.tiles if t.score >= plan.threshold]
+    if policy in ("hybrid", "edge-diffusion-all", "split-device", "split-edge"):
+        assert all((t.destination, t.method) == ("edge", "diffusion") for t in fg)
+    expected = {
+        "edge-diffusion-all": {("edge", "diffusion")},
+        "edge-light-all": {("edge", "light")},
+        "device-light-all": {("device", "light")},
+        "direct-hr": {("device", "copy")},
+    }
+    if policy in expected:
+        assert methods == expected[policy]
+    if policy == "top-k":
+        assert sum(t.method == "diffusion" for t in plan.tiles) == 2
+    if policy == "direct-hr":  # T2I at the target size, nothing upscaled
+        assert plan.scale == 1 and result.lr_image.size == (256, 256)
+        assert np.array_equal(np.asarray(result.image), np.asarray(result.lr_image))
+    assert {result.destinations[t.index] for t in plan.tiles} == {t.destination
+                                                                   for t in plan.tiles}
+
+
+async def test_edge_light_tiles_equal_the_devices_own_light_sr(edge):
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        result = await client.generate("light", width=256, height=256, seed=9,
+                                       policy="edge-light-all")
+        whole = client.backend.upscale(np.asarray(result.lr_image), 4)
+    diff = np.abs(np.asarray(result.image).astype(int) - whole.astype(int))
+    assert diff.max() <= 1  # same backend, same context: no seams, no colour shift
+
+
+async def test_missed_promise_makes_the_device_finish_the_job(edge):
+    impatient = StageTimeouts(promise_factor=0.0, promise_slack=0.0)
+    async with AsyncHybridClient(edge.url, benchmark=False, timeouts=impatient) as client:
+        result = await client.generate("late", width=256, height=256, seed=10,
+                                       policy="edge-diffusion-all")
+    assert result.degraded and "promise" in result.degraded_reason
+    assert "device" in result.destinations.values()
+
+
+async def test_link_emulation_shapes_bandwidth_and_latency(edge):
+    link = LinkProfile(down_bytes_per_s=400_000, up_bytes_per_s=200_000, latency_s=0.05)
+    async with AsyncHybridClient(edge.url, benchmark=False, link=link) as client:
+        stats = client.stats
+        assert stats is not None
+        assert 0.09 <= stats.rtt_s <= 0.2  # two one-way latencies
+        assert 250_000 <= stats.down_bytes_per_s <= 500_000
+        assert 130_000 <= stats.up_bytes_per_s <= 250_000
+        t0 = time.perf_counter()
+        result = await client.generate("slow link", width=256, height=256, seed=11,
+                                       policy="edge-light-all")
+        elapsed = time.perf_counter() - t0
+    # Every byte the edge sent had to squeeze through 400 kB/s.
+    assert elapsed >= result.bytes_received / 400_000
+
+
+async def test_planner_moves_work_off_a_slow_link(edge):
+    """Same edge and device; a slow link makes the planner send fewer edge-light tiles."""
+    async def plan_with(link: LinkProfile | None):
+        async with AsyncHybridClient(edge.url, benchmark=False, link=link) as client:
+            # A slow device, so the edge is worth using when the link allows it.
+            slow = client.stats.model_copy(update={"device_sr_s_per_lr_px": 5e-4})
+            client.stats = slow
+            result = await client.generate("link", width=256, height=256, seed=12,
+                                           threshold=1.0)
+        return sum(t.destination == "edge" for t in result.plan.tiles), result.bytes_received
+
+    fast_edge_tiles, fast_bytes = await plan_with(None)
+    slow_edge_tiles, slow_bytes = await plan_with(LinkProfile(down_bytes_per_s=80_000))
+    assert slow_edge_tiles < fast_edge_tiles and slow_bytes < fast_bytes
+
+
+async def test_client_reports_measured_device_speed(edge):
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        await client.generate("a", width=128, height=128, seed=1, policy="device-light-all")
+        assert client.stats.device_sr_s_per_lr_px is not None
+        assert 0 < client.stats.device_sr_s_per_lr_px < 1e-2
+        await asyncio.sleep(0)
