@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hybridsr.client.planimage import draw_plan
+from hybridsr.protocol import DEFAULT_POLICY
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError
 from hybridsr.sdk.job import ProgressCallback
 
@@ -21,7 +22,7 @@ DEFAULT_PROMPT = "a red lighthouse on a rocky coast at dusk, detailed"
 
 async def run_demo(out: Path, *, preset: str = "tiny", prompt: str = DEFAULT_PROMPT,
                    width: int = 512, height: int = 512, seed: int = 7,
-                   policy: str = "split-device", device_sr: str = "auto",
+                   policy: str = DEFAULT_POLICY, device_sr: str = "auto",
                    on_progress: ProgressCallback | None = None) -> HybridResult:
     try:
         from hybridsr.server import EdgeConfig, create_app

@@ -6,7 +6,13 @@ from PIL import Image, ImageDraw
 
 from hybridsr.protocol import Plan
 
-COLOURS = {"edge": (255, 64, 32), "device": (40, 160, 255)}
+# red: edge diffusion SR; orange: edge light SR; blue: device light SR; grey: no SR
+COLOURS = {
+    ("edge", "diffusion"): (255, 48, 32),
+    ("edge", "light"): (255, 170, 0),
+    ("device", "light"): (40, 160, 255),
+    ("device", "copy"): (160, 160, 160),
+}
 
 
 def draw_plan(lr: Image.Image, plan: Plan, zoom: int = 4) -> Image.Image:
@@ -15,7 +21,7 @@ def draw_plan(lr: Image.Image, plan: Plan, zoom: int = 4) -> Image.Image:
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     for t in plan.tiles:
-        colour = COLOURS[t.destination]
+        colour = COLOURS.get((t.destination, t.method), (255, 255, 255))
         box = (t.x * zoom, t.y * zoom, (t.x + t.w) * zoom - 1, (t.y + t.h) * zoom - 1)
         draw.rectangle(box, fill=(*colour, 40), outline=(*colour, 255), width=2)
         draw.text((box[0] + 4, box[1] + 3), f"{t.index} {t.score:.2f}", fill=(*colour, 255))

@@ -87,7 +87,8 @@ class DeviceJob:
         self.stitcher: Stitcher | None = None
         self.tiles_done = 0
         self.reconnects = 0
-        self.device_px = 0  # LR pixels (with context) the device super-resolved
+        self.device_px = 0  # LR tile pixels the device super-resolved (context not counted)
+        self.done_at: float | None = None  # when `done` arrived: the edge's last word
         self._bytes = [0, 0]  # received, sent, on connections already left behind
 
     async def run(self) -> HybridResult:
@@ -161,6 +162,7 @@ class DeviceJob:
                     await self._edge_tile(plan, lr, message)
                 elif isinstance(message, Done):
                     done = message
+                    self.done_at = time.perf_counter()
             assert plan is not None and lr is not None and self.stitcher is not None
             if device_task is not None:
                 await device_task
@@ -187,9 +189,9 @@ class DeviceJob:
         self.timings.edge_sr = edge_timings.get("edge_sr", 0.0)
         self.timings.edge_total = edge_timings.get("edge_total", 0.0)
         self.timings.total = time.perf_counter() - started
-        if done is not None and not self.reconnects:
-            self.timings.transfer = max(0.0, self.timings.total - self.timings.edge_total
-                                        - self.timings.stitch)
+        if self.done_at is not None and not self.reconnects:
+            # Waiting on the network: request up, frames down, minus the edge's own work.
+            self.timings.transfer = max(0.0, self.done_at - started - self.timings.edge_total)
         return HybridResult(
             image=Image.fromarray(image), lr_image=Image.fromarray(lr), plan=plan,
             destinations=dict(sorted(self.destinations.items())), timings=self.timings,
@@ -257,8 +259,7 @@ class DeviceJob:
             t0 = time.perf_counter()
             hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
-            c = self.backend.context
-            self.device_px += (spec.w + 2 * c) * (spec.h + 2 * c)
+            self.device_px += spec.w * spec.h  # per tile pixel, context included in the time
             self._add(spec.index, hr, "device", len(plan.tiles))
 
     async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:

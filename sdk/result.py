@@ -14,7 +14,8 @@ from hybridsr.protocol import Plan
 
 @dataclass
 class Timings:
-    """Seconds. `transfer` is the client's wall time not spent inside the edge's job."""
+    """Seconds. `transfer`: from sending the request to the edge's `done`, the part not
+    spent inside the edge's job — the network, both ways (0 after a reconnect)."""
 
     t2i: float = 0.0
     transfer: float = 0.0
