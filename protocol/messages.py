@@ -154,7 +154,7 @@ class Ping(_Model):
 
     type: Literal["ping"] = "ping"
     nonce: int
-    reply_bytes: int = Field(default=0, ge=0, le=4 * 1024 * 1024)
+    reply_bytes: int = Field(default=0, ge=0, le=1024 * 1024)
     padding: bytes = b""  # measures bandwidth up
 
 

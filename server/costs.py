@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 
 from hybridsr.protocol import ClientStats, DeviceProfile
@@ -32,6 +33,11 @@ class EdgeCosts:
     service_s: float = 1.0  # mean edge busy time per job, for queueing estimates
     alpha: float = 0.3  # weight of the newest observation in the running averages
 
+    def __post_init__(self) -> None:
+        # Recent diffusion-SR calls as (tile pixels in the batch, seconds), refitted as a
+        # line. Not a field: the costs stay plain numbers for reports and `asdict`.
+        self._sr_history: deque[tuple[int, float]] = deque(maxlen=64)
+
     def t2i(self, steps: int, lr_px: int) -> float:
         return lr_px * (self.t2i_s_per_px + steps * self.t2i_s_per_step_px)
 
@@ -45,20 +51,45 @@ class EdgeCosts:
         """Scale the T2I model toward what a real job took."""
         predicted = self.t2i(steps, lr_px)
         if _sane(seconds, 1e-6, 3600) and predicted > 0:
-            ratio = 1 + self.alpha * (seconds / predicted - 1)
+            ratio = self._step(seconds / predicted)
             self.t2i_s_per_px *= ratio
             self.t2i_s_per_step_px *= ratio
 
+    def _step(self, error: float) -> float:
+        """How far to move toward an observation: all the way when the model is off by more
+        than 2x (e.g. a start-up profile taken while the CPU was oversubscribed)."""
+        return error if not 0.5 <= error <= 2.0 else 1 + self.alpha * (error - 1)
+
     def observe_sr(self, seconds: float, tiles: int, tile_px: int) -> None:
-        predicted = self.sr_batch(tiles, tile_px)
-        if _sane(seconds, 1e-6, 3600) and predicted > 0:
-            ratio = 1 + self.alpha * (seconds / predicted - 1)
+        """Refit fixed and per-pixel cost from recent calls of different batch sizes.
+
+        Scaling both parts by one ratio cannot learn that a batch of 4 costs far less than
+        4 batches of 1 (the point of batching on a GPU); a least-squares line can.
+        """
+        if not _sane(seconds, 1e-6, 3600) or tiles <= 0 or tile_px <= 0:
+            return
+        self._sr_history.append((tiles * tile_px, seconds))
+        xs = [x for x, _ in self._sr_history]
+        ys = [y for _, y in self._sr_history]
+        n = len(xs)
+        mean_x, mean_y = sum(xs) / n, sum(ys) / n
+        var = sum((x - mean_x) ** 2 for x in xs)
+        if var > 0 and n >= 3:
+            slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+            slope = max(slope, 0.0)
+            base = max(mean_y - slope * mean_x, 0.0)
+            self.sr_batch_base_s, self.sr_s_per_tile_px = base, slope
+            return
+        predicted = self.sr_batch(tiles, tile_px)  # one batch size seen so far: scale
+        if predicted > 0:
+            ratio = self._step(seconds / predicted)
             self.sr_batch_base_s *= ratio
             self.sr_s_per_tile_px *= ratio
 
     def observe_light(self, seconds: float, tile_px: int) -> None:
-        if _sane(seconds, 1e-7, 600) and tile_px > 0:
-            self.light_s_per_px += self.alpha * (seconds / tile_px - self.light_s_per_px)
+        """`tile_px`: pixels of the tile itself; the context around it is part of the cost."""
+        if _sane(seconds, 1e-7, 600) and tile_px > 0 and self.light_s_per_px > 0:
+            self.light_s_per_px *= self._step(seconds / tile_px / self.light_s_per_px)
 
     def observe_service(self, seconds: float) -> None:
         if _sane(seconds, 1e-6, 3600):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -53,6 +54,7 @@ class Edge:
         self.light_worker = PipelineWorker("light", max_queue=config.max_jobs * 64)
         self.light: DeviceSR | None = None
         self.costs = EdgeCosts()
+        self.in_phase = {"sr": 0, "light": 0}  # jobs now using each SR worker
         self.bytes_per_px = DEFAULT_BYTES_PER_PX
         self.profile = EdgeProfile()
         self.active_jobs = 0
@@ -192,8 +194,10 @@ class Edge:
         scale = max(self.preset.scales)
         lr = await self.text_to_image("warm-up", "", side, side, 1, 0, observe=False)
         one = await self._timed_t2i(side, 1)
-        two = await self._timed_t2i(side, 2)
-        per_step = max(two - one, 1e-9) / px
+        three = await self._timed_t2i(side, 3)
+        # Floor the step share: on a busy CPU the difference can come out near zero, and
+        # the planner would then take extra steps to be free.
+        per_step = max((three - one) / 2, 0.3 * one) / px
         c.t2i_s_per_step_px, c.t2i_s_per_px = per_step, max(one / px - per_step, 0.0)
         tile = lr[: self.config.tile, : self.config.tile]
         tile_px = tile.shape[0] * tile.shape[1]
@@ -207,10 +211,13 @@ class Edge:
         many = time.perf_counter() - t0
         c.sr_s_per_tile_px = max(many - single, 1e-9) / ((batch - 1) * tile_px)
         c.sr_batch_base_s = max(single - tile_px * c.sr_s_per_tile_px, 0.0)
-        await self.light_tile(tile, scale)  # warm-up (first call may convert the model)
+        assert self.light is not None
+        ctx = self.light.context
+        centre = np.pad(tile, ((ctx, ctx), (ctx, ctx), (0, 0)), mode="reflect")
+        await self.light_tile(centre, scale)  # warm-up (first call may convert the model)
         t0 = time.perf_counter()
-        await self.light_tile(tile, scale)
-        c.light_s_per_px = (time.perf_counter() - t0) / tile_px
+        await self.light_tile(centre, scale)
+        c.light_s_per_px = (time.perf_counter() - t0) / tile_px  # per tile px, context incl.
         c.service_s = c.t2i(self.preset.t2i_steps, px) + c.sr_batch(4, tile_px)
         self.profile = EdgeProfile(t2i_s_per_step=round(c.t2i_s_per_step_px * px, 5),
                                    sr_s_per_tile=round(single, 5))
@@ -243,15 +250,30 @@ class Edge:
             self.costs.observe_t2i(seconds, steps, width * height)
         return image
 
-    async def light_tile(self, crop: np.ndarray, scale: int, observe: bool = True
+    async def light_tile(self, crop: np.ndarray, scale: int, tile_px: int | None = None
                          ) -> np.ndarray:
-        """Light SR of one LR crop (tile plus context) on the edge's light worker."""
+        """Light SR of one LR crop (a tile with its context) on the edge's light worker.
+
+        `tile_px`: the tile's own pixels; the time is learnt per tile pixel, context included,
+        which is how the planner predicts it. None: do not learn from this call.
+        """
         assert self.light is not None
         light = self.light
         image, seconds = await self.light_worker.call(_timed(lambda: light.upscale(crop, scale)))
-        if observe:
-            self.costs.observe_light(seconds, crop.shape[0] * crop.shape[1])
+        if tile_px:
+            self.costs.observe_light(seconds, tile_px)
         return image
+
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str, active: bool = True) -> AsyncIterator[None]:
+        """Count a job as using a worker, so the planner knows how many share it."""
+        if active:
+            self.in_phase[name] += 1
+        try:
+            yield
+        finally:
+            if active:
+                self.in_phase[name] -= 1
 
     async def super_resolve(
         self, tiles: list[np.ndarray], scale: int, prompt: str, negative_prompt: str,

@@ -157,7 +157,8 @@ class EdgeJob:
         shape = JobShape(
             kind=req.kind, lr_width=req.lr_width, lr_height=req.lr_height, scale=req.scale,
             steps=req.steps, tiles=tiles, sr_batch=cfg.sr_batch,
-            edge_load=max(0, edge.active_jobs - 1), queue_wait_s=edge.queue_wait(),
+            sr_load=edge.in_phase["sr"], light_load=edge.in_phase["light"],
+            queue_wait_s=edge.queue_wait(),
             bytes_per_px=edge.bytes_per_px,
         )
         threshold = req.threshold if req.threshold is not None else cfg.threshold
@@ -181,6 +182,7 @@ class EdgeJob:
         t0 = time.perf_counter()
         scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]
         shape.queue_wait_s = 0.0  # from here on we are running
+        shape.sr_load, shape.light_load = edge.in_phase["sr"], edge.in_phase["light"]
         placement = place(req.policy, scores, threshold, shape, costs, req.top_k)
         predicted = predict(shape, costs, placement)
         specs = to_specs(tiles, scores, placement)
@@ -221,30 +223,33 @@ class EdgeJob:
                                on_step: Callable[[int, int], None]) -> None:
         req, edge = self.request, self.edge
         t0 = time.perf_counter()
-        for start in range(0, len(tiles), edge.config.sr_batch):
-            batch = tiles[start : start + edge.config.sr_batch]
-            crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
-            hr = await edge.super_resolve(
-                crops, req.scale, req.prompt, req.negative_prompt, req.seed, on_step,
-                self.cancelled,
-            )
-            for tile, image in zip(batch, hr, strict=True):
-                await self._send_tile(tile.index, image)
+        async with edge.phase("sr", bool(tiles)):
+            for start in range(0, len(tiles), edge.config.sr_batch):
+                batch = tiles[start : start + edge.config.sr_batch]
+                crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
+                hr = await edge.super_resolve(
+                    crops, req.scale, req.prompt, req.negative_prompt, req.seed, on_step,
+                    self.cancelled,
+                )
+                for tile, image in zip(batch, hr, strict=True):
+                    await self._send_tile(tile.index, image)
         self.timings["edge_sr"] = time.perf_counter() - t0
 
     async def _light_tiles(self, lr: np.ndarray, specs: list[TileSpec]) -> None:
         req, edge = self.request, self.edge
         assert edge.light is not None
         t0 = time.perf_counter()
-        for spec in specs:
-            if self.cancelled.is_set():
-                raise JobCancelled()
-            tile = Tile(spec.index, spec.x, spec.y, spec.w, spec.h)
-            patch, dx, dy = crop_with_context(lr, tile, edge.light.context)
-            big = await edge.light_tile(patch, req.scale)
-            s = req.scale
-            await self._send_tile(spec.index,
-                                  big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s])
+        async with edge.phase("light", bool(specs)):
+            for spec in specs:
+                if self.cancelled.is_set():
+                    raise JobCancelled()
+                tile = Tile(spec.index, spec.x, spec.y, spec.w, spec.h)
+                patch, dx, dy = crop_with_context(lr, tile, edge.light.context)
+                big = await edge.light_tile(patch, req.scale, tile_px=tile.w * tile.h)
+                s = req.scale
+                await self._send_tile(
+                    spec.index, big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s]
+                )
         self.timings["edge_light"] = time.perf_counter() - t0
 
     async def _send_tile(self, index: int, image: np.ndarray) -> None:

@@ -35,7 +35,8 @@ class JobShape:
     steps: int
     tiles: Sequence[Tile]
     sr_batch: int = 4
-    edge_load: int = 0  # other jobs running on the edge: they share its workers
+    sr_load: int = 0  # other jobs in their diffusion-SR phase: they share that worker
+    light_load: int = 0  # other jobs with edge light SR in progress: they share that worker
     queue_wait_s: float = 0.0
     bytes_per_px: float = DEFAULT_BYTES_PER_PX
     edge_light: bool = True  # whether the edge offers light SR at all
@@ -69,7 +70,8 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
             ) -> Prediction:
     """Walk the job's timeline: T2I, plan transfer, edge SR batches, the downlink, the device."""
     e, d, link = costs.edge, costs.device, costs.link
-    share = 1 + max(0, shape.edge_load)  # a shared edge serves our tiles slower
+    # Each edge worker is shared round-robin with the other jobs using it at the moment.
+    sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
     t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
     plan_sent = shape.queue_wait_s + t2i
     plan_bytes = shape.lr_px * shape.bytes_per_px if shape.kind == "generate" else 200.0
@@ -86,13 +88,13 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
         batch = diffusion[start : start + shape.sr_batch]
         cost = e.sr_batch(len(batch), max(t.w * t.h for t in batch))
         busy += cost
-        clock += cost * share
+        clock += cost * sr_share
         ready += [(clock, t.w * t.h * shape.scale**2) for t in batch]
     clock = plan_sent  # light SR runs on its own worker, beside diffusion SR
     for t in light:
         cost = e.light(t.w * t.h)
         busy += cost
-        clock += cost * share
+        clock += cost * light_share
         ready.append((clock, t.w * t.h * shape.scale**2))
 
     link_free = plan_sent + link.down(plan_bytes)  # the downlink carries one frame at a time

@@ -67,8 +67,8 @@ def test_slow_link_sends_fewer_bytes():
 
 def test_loaded_edge_keeps_only_foreground_tiles():
     c = costs(device_s_per_px=5e-5)
-    idle = hybrid(shape(edge_load=0), c)
-    loaded = hybrid(shape(edge_load=8), c)
+    idle = hybrid(shape(), c)
+    loaded = hybrid(shape(sr_load=8, light_load=8), c)
     assert Counter(idle)[EDGE_LIGHT] + Counter(idle)[EDGE_DIFFUSION] > sum(FG)
     assert [p[0] == "edge" for p in loaded] == FG
 
@@ -84,7 +84,7 @@ def test_cheap_batching_pulls_background_into_diffusion():
 @pytest.mark.parametrize("down", [2e5, 2.5e6, 1e8])
 @pytest.mark.parametrize("load", [0, 4])
 def test_hybrid_is_never_predicted_slower_than_the_fixed_splits(device, down, load):
-    s, c = shape(edge_load=load), costs(device_s_per_px=device, down=down)
+    s, c = shape(sr_load=load, light_load=load), costs(device_s_per_px=device, down=down)
     mine = predict(s, c, hybrid(s, c)).total
     for policy in ("edge-diffusion-all", "split-device", "split-edge"):
         other = predict(s, c, place(policy, SCORES, 0.5, s, c)).total
@@ -146,6 +146,16 @@ def test_measured_device_speed_is_used():
     assert DeviceCosts.from_client(None, stats).sr_s_per_px == 3e-6
 
 
+def test_sr_cost_learns_that_batching_is_cheap():
+    e = EdgeCosts(sr_batch_base_s=0.1, sr_s_per_tile_px=1e-4)
+    for _ in range(5):  # a GPU-like edge: 1 tile 0.2 s, 4 tiles 0.23 s (1024 px tiles)
+        e.observe_sr(0.2, 1, 1024)
+        e.observe_sr(0.23, 4, 1024)
+    assert math.isclose(e.sr_batch(1, 1024), 0.2, rel_tol=0.02)
+    assert math.isclose(e.sr_batch(4, 1024), 0.23, rel_tol=0.02)
+    assert e.sr_batch(16, 1024) < 0.4
+
+
 def test_edge_costs_follow_observations():
     e = EdgeCosts()
     before = e.t2i(2, 4096)
@@ -154,3 +164,11 @@ def test_edge_costs_follow_observations():
     assert math.isclose(e.t2i(2, 4096), 2 * before, rel_tol=0.01)
     e.observe_t2i(float("nan"), 2, 4096)
     assert math.isclose(e.t2i(2, 4096), 2 * before, rel_tol=0.01)
+
+
+def test_a_far_off_start_up_profile_is_corrected_by_one_job():
+    e = EdgeCosts(t2i_s_per_step_px=3e-4, t2i_s_per_px=2e-4)  # measured on a busy CPU
+    e.observe_t2i(0.03, 2, 4096)
+    assert math.isclose(e.t2i(2, 4096), 0.03, rel_tol=1e-6)
+    e.observe_t2i(0.036, 2, 4096)  # near the model: a gentle step
+    assert 0.03 < e.t2i(2, 4096) < 0.036
