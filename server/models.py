@@ -176,6 +176,11 @@ def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, Diff
 
         t2i_pipe = tiny.build_tiny_text2image(seed=0)
         t2i_name = "tiny (random weights)"
+    elif preset.t2i == "arch-sd21":
+        from hybridsr.server import arch
+
+        t2i_pipe = arch.build_arch_sd21_text2image(dtype=dtype, device=device)
+        t2i_name = "SD 2.1 / SD-Turbo architecture (RANDOM weights: timing only)"
     else:
         t2i_pipe = _from_pretrained(diffusers.AutoPipelineForText2Image, preset.t2i, dtype)
         t2i_name = preset.t2i
@@ -194,6 +199,11 @@ def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, Diff
 
         sr_pipe = tiny.build_tiny_upscaler(seed=1)
         sr_name = "tiny x4 upscaler (random weights)"
+    elif preset.sr == "arch-x4":
+        from hybridsr.server import arch
+
+        sr_pipe = arch.build_arch_x4_upscaler(dtype=dtype, device=device)
+        sr_name = "SD x4 upscaler architecture (RANDOM weights: timing only)"
     else:
         sr_pipe = _from_pretrained(diffusers.StableDiffusionUpscalePipeline, preset.sr, dtype)
         sr_name = preset.sr

@@ -29,7 +29,7 @@ class Preset:
 
     @property
     def random_weights(self) -> bool:
-        return self.t2i == "tiny"
+        return self.t2i in ("tiny", "arch-sd21")
 
     @property
     def scales(self) -> list[int]:
@@ -42,6 +42,9 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset("tiny", "tiny", "tiny", "upscaler", 2, 8, 2, 1.0, 1.0),
         Preset("tiny-img2img", "tiny", "t2i", "img2img", 2, 8, 2, 1.0, 1.0, 0.5),
+        # Real architectures, RANDOM weights: true compute cost offline, never image quality.
+        Preset("arch-sd-turbo", "arch-sd21", "arch-x4", "upscaler", 1, 4, 20, 0.0, 9.0),
+        Preset("arch-sd-turbo-img2img", "arch-sd21", "t2i", "img2img", 1, 4, 4, 0.0, 0.0, 0.5),
         Preset(
             "sd-turbo",
             "stabilityai/sd-turbo",

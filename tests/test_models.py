@@ -44,3 +44,21 @@ def test_img2img_backend_reuses_t2i_weights():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="known presets"):
         get_preset("nope")
+
+
+def test_arch_presets_are_marked_random_and_map_to_real_architectures():
+    for name in ("arch-sd-turbo", "arch-sd-turbo-img2img"):
+        preset = get_preset(name)
+        assert preset.random_weights and preset.t2i == "arch-sd21"
+    assert get_preset("arch-sd-turbo").scales == [4]
+    assert not get_preset("sd-turbo").random_weights
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").environ.get("HYBRIDSR_SLOW"),
+                    reason="builds 1.7 B parameters; set HYBRIDSR_SLOW=1")
+def test_arch_preset_runs_one_small_job():
+    t2i, sr, _ = load_models(get_preset("arch-sd-turbo"), "cpu")
+    lr = t2i("timing", "", 64, 64, 1, seed=0)
+    assert lr.shape == (64, 64, 3)
+    assert sr([lr[:16, :16]], 4, "", "", seed=0)[0].shape == (64, 64, 3)
