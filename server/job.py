@@ -43,6 +43,7 @@ from hybridsr.server.planner import (
     Costs,
     JobShape,
     Prediction,
+    choose_scale,
     choose_steps,
     place,
     predict,
@@ -150,17 +151,26 @@ class EdgeJob:
         # 0. What the planner knows: measured costs, this device, this link, the edge's load.
         costs = Costs(edge.costs, DeviceCosts.from_client(self.device, req.stats),
                       LinkCosts.from_client(req.stats))
-        if req.policy == "direct-hr":  # one tile, no SR: the T2I output is the final image
-            tiles = [Tile(0, 0, 0, req.lr_width, req.lr_height)]
-        else:
-            tiles = tile_grid(req.lr_width, req.lr_height, cfg.tile, cfg.overlap)
-        shape = JobShape(
-            kind=req.kind, lr_width=req.lr_width, lr_height=req.lr_height, scale=req.scale,
-            steps=req.steps, tiles=tiles, sr_batch=cfg.sr_batch,
-            sr_load=edge.in_phase["sr"], light_load=edge.in_phase["light"],
-            queue_wait_s=edge.queue_wait(),
-            bytes_per_px=edge.bytes_per_px,
-        )
+        def shape_for(scale: int) -> JobShape:
+            lr_w, lr_h = req.lr_width * req.scale // scale, req.lr_height * req.scale // scale
+            if req.policy == "direct-hr":  # one tile, no SR: the T2I output is the final image
+                tiles = [Tile(0, 0, 0, lr_w, lr_h)]
+            else:
+                tiles = tile_grid(lr_w, lr_h, cfg.tile, cfg.overlap)
+            return JobShape(
+                kind=req.kind, lr_width=lr_w, lr_height=lr_h, scale=scale, steps=req.steps,
+                tiles=tiles, sr_batch=cfg.sr_batch, sr_load=edge.in_phase["sr"],
+                light_load=edge.in_phase["light"], queue_wait_s=edge.queue_wait(),
+                bytes_per_px=edge.bytes_per_px,
+            )
+
+        if req.kind == "generate" and not req.scale_given and req.policy != "direct-hr":
+            width, height = req.lr_width * req.scale, req.lr_height * req.scale
+            scale = choose_scale(width, height, edge.preset.scales, edge.preset.size_multiple,
+                                 shape_for, costs, req.latency_budget_s, req.policy)
+            req.lr_width, req.lr_height, req.scale = width // scale, height // scale, scale
+        shape = shape_for(req.scale)
+        tiles = list(shape.tiles)
         threshold = req.threshold if req.threshold is not None else cfg.threshold
         if req.kind == "generate" and not req.steps_given:
             shape.steps = choose_steps(shape, costs, req.latency_budget_s, req.steps,

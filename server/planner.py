@@ -10,7 +10,7 @@ so every plan states when it expects to finish.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
@@ -195,6 +195,29 @@ def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default:
         if predict(trial, costs, placement).total <= budget_s:
             return steps
     return 1
+
+
+def choose_scale(width: int, height: int, scales: Sequence[int], multiple: int,
+                 shape_for: Callable[[int], JobShape], costs: Costs, budget_s: float | None,
+                 policy: str, fg_share: float = 0.5) -> int:
+    """The smallest allowed scale whose job is predicted to fit the budget, else the largest.
+
+    A smaller scale means a larger LR image: more of the picture made by the T2I model and
+    less invented by SR, at a higher T2I cost (e.g. 2048²: 1024²×2 if it fits, else 512²×4).
+    """
+    valid = [s for s in sorted(scales) if width % (s * multiple) == 0
+             and height % (s * multiple) == 0]
+    if not valid:
+        return max(scales)
+    if budget_s is None:
+        return valid[-1]
+    for scale in valid:
+        shape = shape_for(scale)
+        n = len(shape.tiles)
+        guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
+        if predict(shape, costs, place(policy, guess, 0.5, shape, costs)).total <= budget_s:
+            return scale
+    return valid[-1]
 
 
 def to_specs(tiles: Sequence[Tile], scores: Sequence[float],

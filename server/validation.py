@@ -37,6 +37,7 @@ class JobRequest:
     image_format: str
     lr_image: np.ndarray | None = None  # given by the client for `enhance`
     steps_given: bool = False  # False: the planner may pick steps from the latency budget
+    scale_given: bool = True  # False: the planner may pick the scale from the latency budget
     latency_budget_s: float | None = None
     top_k: int | None = None
     stats: ClientStats | None = None
@@ -93,6 +94,7 @@ def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobR
         negative_prompt=msg.negative_prompt, lr_width=w // scale, lr_height=h // scale,
         scale=scale, steps=steps, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
         image_format=msg.image_format, steps_given=msg.steps is not None,
+        scale_given=msg.scale is not None,
         latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
     )
 

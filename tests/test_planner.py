@@ -172,3 +172,23 @@ def test_a_far_off_start_up_profile_is_corrected_by_one_job():
     assert math.isclose(e.t2i(2, 4096), 0.03, rel_tol=1e-6)
     e.observe_t2i(0.036, 2, 4096)  # near the model: a gentle step
     assert 0.03 < e.t2i(2, 4096) < 0.036
+
+
+def test_latency_budget_picks_the_scale():
+    """2048²: 1024²×2 when the budget allows the bigger T2I, else 512²×4."""
+    from hybridsr.server.planner import choose_scale
+
+    c = costs(t2i_s_per_step_px=1e-6, device_s_per_px=1e-6)
+
+    def shape_for(scale: int) -> JobShape:
+        side = 2048 // scale
+        return shape(lr_width=side, lr_height=side, scale=scale,
+                     tiles=tile_grid(side, side, 128, 16))
+
+    at = {s: predict(shape_for(s), c, place("hybrid", [0.0] * len(shape_for(s).tiles), 0.5,
+                                            shape_for(s), c)).total for s in (2, 4)}
+    assert at[2] > at[4]
+    assert choose_scale(2048, 2048, [2, 3, 4], 8, shape_for, c, 1e9, "hybrid") == 2
+    assert choose_scale(2048, 2048, [2, 3, 4], 8, shape_for, c, 1e-6, "hybrid") == 4
+    assert choose_scale(2048, 2048, [2, 3, 4], 8, shape_for, c, None, "hybrid") == 4
+    assert choose_scale(2040, 2040, [2, 3, 4], 8, shape_for, c, 1e9, "hybrid") == 3  # 2040/16 ∉ ℕ

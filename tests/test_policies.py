@@ -98,3 +98,20 @@ async def test_client_reports_measured_device_speed(edge):
         assert client.stats.device_sr_s_per_lr_px is not None
         assert 0 < client.stats.device_sr_s_per_lr_px < 1e-2
         await asyncio.sleep(0)
+
+
+async def test_budget_chooses_scale_and_steps_on_a_multi_scale_edge():
+    from hybridsr.server import BackgroundEdge, EdgeConfig
+
+    config = EdgeConfig(port=0, preset="tiny-img2img", rate_per_s=0)
+    with BackgroundEdge(config) as edge:
+        async with AsyncHybridClient(edge.url, benchmark=False) as client:
+            roomy = await client.generate("budget", width=256, height=256, seed=1,
+                                          latency_budget_s=600.0)
+            tight = await client.generate("budget", width=256, height=256, seed=1,
+                                          latency_budget_s=0.001)
+    assert (roomy.plan.scale, roomy.lr_image.size) == (2, (128, 128))
+    assert roomy.plan.steps == 8  # the preset's most
+    assert (tight.plan.scale, tight.lr_image.size) == (4, (64, 64))
+    assert tight.plan.steps == 1
+    assert roomy.image.size == tight.image.size == (256, 256)
