@@ -36,6 +36,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _model_name(text: str) -> str:
+    if text in (*REALESRGAN_MODELS, "lanczos") or text.endswith((".pth", ".onnx")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown model {text!r}: use {', '.join(REALESRGAN_MODELS)}, lanczos, "
+        "or a Real-ESRGAN .pth/.onnx file"
+    )
+
+
 def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge", default="ws://127.0.0.1:8765", help="edge URL (ws://HOST:PORT)")
     p.add_argument("--token", default=os.environ.get("HYBRIDSR_TOKEN"),
@@ -73,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="super-resolve an image locally, no edge")
     up.add_argument("input", type=Path)
     up.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    up.add_argument("--model", default="realesr-animevideov3",
-                    choices=(*REALESRGAN_MODELS, "lanczos"))
+    up.add_argument("--model", default="realesr-animevideov3", type=_model_name,
+                    help=f"{', '.join(REALESRGAN_MODELS)}, lanczos, or a .pth/.onnx file")
     up.add_argument("--scale", type=_positive, default=4)
     up.add_argument("--threads", type=_positive, help="onnxruntime threads (default: cores)")
     up.add_argument("--tile", type=_positive, default=128, help="tile size in input pixels")
@@ -140,7 +149,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
         try:
             model = RealESRGAN(args.model, scale=args.scale, threads=args.threads, tile=args.tile)
-        except (ModelFormatError, FileNotFoundError) as exc:
+        except (ModelFormatError, FileNotFoundError, ImportError) as exc:
             raise HybridSRError(f"cannot load {args.model}: {exc}") from None
         bar = tqdm(desc="upscale", unit="tile", file=sys.stderr, leave=False,
                    disable=args.quiet or not sys.stderr.isatty())

@@ -128,3 +128,13 @@ def test_upscale_refuses_an_impossible_scale_in_one_line(tmp_path, photo):
                "realesrgan-x4plus", "--scale", "2")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "x4" in proc.stderr
+
+
+def test_upscale_rejects_an_unknown_model_and_a_missing_checkpoint(tmp_path, photo):
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    proc = run("hybridsr.client", "upscale", str(tmp_path / "in.png"), "--model", "nope")
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
+    proc = run("hybridsr.client", "upscale", str(tmp_path / "in.png"), "--model",
+               str(tmp_path / "missing.pth"))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot load" in proc.stderr and "Traceback" not in proc.stderr

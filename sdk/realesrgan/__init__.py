@@ -2,10 +2,18 @@
 
 No torch and no ncnn at run time. See :class:`RealESRGAN` for the API and
 ``hybridsr.sdk.realesrgan.ncnn`` / ``onnx_export`` for how the conversion is done.
+Official ``.pth`` checkpoints are converted by :func:`convert_pth` (needs torch, once).
 """
 
 from .ncnn import ModelFormatError
+from .pth import UnsafeCheckpointError, convert_pth
 from .upscaler import RealESRGAN
 from .weights import available_models
 
-__all__ = ["ModelFormatError", "RealESRGAN", "available_models"]
+__all__ = [
+    "ModelFormatError",
+    "RealESRGAN",
+    "UnsafeCheckpointError",
+    "available_models",
+    "convert_pth",
+]

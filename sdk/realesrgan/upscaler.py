@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .cache import cached_onnx
+from .pth import META_OVERLAP, META_SCALE, convert_pth
 from .weights import MODELS, find_model_files
 
 __all__ = ["RealESRGAN", "reflect_indices"]
@@ -92,6 +93,8 @@ class RealESRGAN:
     reflection padding at the image border (10 as in ncnn); ``overlap`` the context taken
     from neighbouring tiles (``None``: enough for tiled == whole within 1/255; custom .onnx
     models default to ``tile_pad``). ``scale`` is checked against a custom model's output.
+    An official ``.pth`` checkpoint is converted once (torch needed, see :mod:`.pth`) and
+    cached; its scale and default overlap come from the checkpoint, ``scale`` is ignored.
     """
 
     def __init__(
@@ -107,7 +110,11 @@ class RealESRGAN:
         if tile_pad < 0 or (overlap is not None and overlap < 0):
             raise ValueError("tile_pad and overlap must be >= 0")
         path = Path(model)
-        if path.suffix.lower() == ".onnx":
+        if path.suffix.lower() == ".pth":  # official checkpoint: converted once, cached
+            self.model_name = path.stem
+            self.onnx_path = convert_pth(path)
+            self.scale = int(scale)  # replaced by the model's own below
+        elif path.suffix.lower() == ".onnx":
             if not path.is_file():
                 raise FileNotFoundError(path)
             self.model_name = path.stem
@@ -121,9 +128,6 @@ class RealESRGAN:
             self.scale = scale
         self.tile = int(tile)
         self.tile_pad = int(tile_pad)
-        if overlap is None:
-            overlap = AUTO_OVERLAP.get(self.model_name.rpartition("-x")[0], tile_pad)
-        self.overlap = int(overlap)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -135,6 +139,14 @@ class RealESRGAN:
             str(self.onnx_path), sess_options=opts, providers=self.providers
         )
         self._input = self.session.get_inputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map  # set by .pth conversions
+        if META_SCALE in meta:
+            self.scale = int(meta[META_SCALE])
+        if overlap is None and META_OVERLAP in meta:
+            overlap = int(meta[META_OVERLAP])
+        if overlap is None:
+            overlap = AUTO_OVERLAP.get(self.model_name.rpartition("-x")[0], tile_pad)
+        self.overlap = int(overlap)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """One padded tile, HxWx3 uint8 -> (H*s)x(W*s)x3 float32 in 0..255."""
