@@ -13,7 +13,7 @@ from pathlib import Path
 from hybridsr.client.progress import ProgressBar
 from hybridsr.protocol import DEFAULT_POLICY, POLICIES
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
-from hybridsr.sdk.client import client_ssl_context
+from hybridsr.sdk.client import client_ssl_context, load_image
 from hybridsr.sdk.devicesr import BACKENDS, REALESRGAN_MODELS, LanczosSR, create_backend
 
 PROG = "hybridsr"
@@ -139,7 +139,7 @@ def _upscale(args: argparse.Namespace) -> int:
     try:
         with Image.open(args.input) as im:
             image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise HybridSRError(f"cannot read image {str(args.input)!r}: {exc}") from None
     started = time.perf_counter()
     if args.model == "lanczos":
@@ -196,6 +196,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"wrote {names} to {args.out.resolve()}")
             return 0
         ssl = client_ssl_context(args.ca) if args.ca else None
+        image = load_image(args.input) if args.command == "enhance" else None  # fail fast
         async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
                                      ssl=ssl, color_fix=args.color_fix) as client:
             if args.command == "generate":
@@ -206,7 +207,7 @@ async def _run(args: argparse.Namespace) -> int:
                 )
             else:
                 result = await client.enhance(
-                    args.input, scale=args.scale, prompt=args.prompt, seed=args.seed,
+                    image, scale=args.scale, prompt=args.prompt, seed=args.seed,
                     policy=args.policy, threshold=args.threshold, on_progress=bar,
                 )
         bar.close()

@@ -43,11 +43,15 @@ def decode(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
     except ValidationError as exc:
         if any(err["type"] == "union_tag_invalid" for err in exc.errors()):
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}") from None
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, _summary(kind, exc)) from None
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, summarize(exc, kind)) from None
 
 
-def _summary(kind: str, exc: ValidationError) -> str:
+def summarize(exc: ValidationError, kind: str) -> str:
+    """One line naming the first bad field: what an error frame or HTTP reply says."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"][1:]) or "(message)"
+    loc = list(first["loc"])
+    if loc and loc[0] == kind:  # validated through the union: the tag leads the path
+        loc = loc[1:]
+    where = ".".join(str(p) for p in loc) or "(message)"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"invalid {kind!r} message: {where}: {first['msg']}{more}"

@@ -116,7 +116,7 @@ class Generate(_Model):
     negative_prompt: str = ""
     width: int
     height: int
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     policy: str = DEFAULT_POLICY
     steps: int | None = None
     scale: int | None = None
@@ -134,7 +134,7 @@ class Enhance(_Model):
     scale: int | None = None
     prompt: str = ""
     negative_prompt: str = ""
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     policy: str = DEFAULT_POLICY
     steps: int | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)

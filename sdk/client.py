@@ -55,14 +55,15 @@ def client_ssl_context(cafile: str | None = None) -> SSLContext:
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
-def _as_array(image: ImageInput) -> np.ndarray:
+def load_image(image: ImageInput) -> np.ndarray:
+    """Any supported input as HxWx3 uint8; a file that cannot be read is a `HybridSRError`."""
     if isinstance(image, np.ndarray):
         return np.ascontiguousarray(image, dtype=np.uint8)
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as im:
                 return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             raise HybridSRError(f"cannot read image {str(image)!r}: {exc}") from None
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
@@ -205,7 +206,7 @@ class AsyncHybridClient:
                       ) -> HybridResult:
         """Super-resolve an existing image: salient tiles by the edge, the rest here."""
         await self.connect()
-        lr = _as_array(image)
+        lr = load_image(image)
         request = Enhance(
             job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
             scale=scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
@@ -236,13 +237,16 @@ class HybridClient:
     """Blocking client for scripts: the async core runs on a private event-loop thread."""
 
     def __init__(self, edge: str, **kwargs: Any) -> None:
+        self._client = AsyncHybridClient(edge, **kwargs)  # first: a bad argument leaks nothing
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="hybridsr-client")
         self._thread.start()
-        self._client = AsyncHybridClient(edge, **kwargs)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise HybridSRError("this HybridClient is closed; create a new one")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __enter__(self) -> HybridClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from ssl import SSLContext
 from urllib.parse import urlsplit, urlunsplit
@@ -61,12 +62,12 @@ class Connection:
         self._owns_http = owns_http
         self.welcome = welcome
         self._queues: dict[str, asyncio.Queue] = {}
-        self._session_errors: asyncio.Queue = asyncio.Queue()
         self._send_lock = asyncio.Lock()
         self.closed_reason: str | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
         self._pongs: dict[int, asyncio.Future] = {}
+        self._nonces = itertools.count(1)
         # Link emulation: frames pass through a delay line each way (see sdk/link.py).
         self._up = self._down = None
         if link is not None:
@@ -160,7 +161,7 @@ class Connection:
     async def ping(self, reply_bytes: int = 0, padding: int = 0, timeout: float = 10.0
                    ) -> float:
         """Seconds for a `ping` to come back as `pong`, with optional payloads each way."""
-        nonce = len(self._pongs) + int(asyncio.get_running_loop().time() * 1000)
+        nonce = next(self._nonces)
         future = asyncio.get_running_loop().create_future()
         self._pongs[nonce] = future
         t0 = asyncio.get_running_loop().time()
@@ -215,8 +216,7 @@ class Connection:
         queue = self._queues.get(job_id) if job_id else None
         if queue is not None:
             queue.put_nowait(message)
-        elif isinstance(message, Error):
-            self._session_errors.put_nowait(message)
+        elif isinstance(message, Error):  # about no job we wait for: say it, keep nothing
             log.warning("edge error: %s: %s", message.code, message.message)
 
     async def close(self) -> None:

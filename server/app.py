@@ -40,9 +40,11 @@ async def _start_edge(app: web.Application) -> None:
 
 async def _drain(app: web.Application) -> None:
     edge = app[EDGE_KEY]
-    log.info("shutting down: draining %d running job(s)", edge.active_jobs)
-    if not await edge.drain(edge.config.drain_timeout_s):
-        log.warning("drain timeout: %d job(s) still running are cancelled", edge.active_jobs)
+    if not edge.draining:  # `hybridsr-edge serve` has drained already, before stopping aiohttp
+        log.info("shutting down: draining %d running job(s)", edge.active_jobs)
+        if not await edge.drain(edge.config.drain_timeout_s):
+            log.warning("drain timeout: %d job(s) still running are cancelled",
+                        edge.active_jobs)
     for ws in list(edge.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"edge shutting down")
 

@@ -91,7 +91,7 @@ class Edge:
         self.idle.clear()
         return position
 
-    def launch(self, job: EdgeJob) -> None:
+    def launch(self, job: EdgeJob) -> asyncio.Task:
         """Register and start a job; it is forgotten `result_ttl_s` after it ends."""
         job_id = job.request.job_id
         self.jobs[job_id] = job
@@ -103,6 +103,7 @@ class Edge:
             asyncio.get_running_loop().call_later(self.config.result_ttl_s, self._forget, job)
 
         task.add_done_callback(ended)
+        return task
 
     def _forget(self, job: EdgeJob) -> None:
         if self.jobs.get(job.request.job_id) is job:
@@ -117,7 +118,10 @@ class Edge:
                          extra={"job_id": job.request.job_id})
                 job.cancel()
 
-        asyncio.get_running_loop().call_later(self.config.resume_window_s, check)
+        if job.orphan_timer is not None:  # the window restarts with every departure
+            job.orphan_timer.cancel()
+        job.orphan_timer = asyncio.get_running_loop().call_later(
+            self.config.resume_window_s, check)
 
     def job_finished(self, outcome: str) -> None:
         self.active_jobs -= 1
@@ -175,6 +179,8 @@ class Edge:
         log.info("edge ready: %s", self.models.model_dump())
 
     async def close(self) -> None:
+        for job in self.jobs.values():
+            job.cancel()  # stops pipeline calls between steps, so the workers can shut down
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -70,12 +70,16 @@ class EdgeJob:
         self._log: list[BaseModel] = []  # plan, tiles, done/error: replayed on re-attach
         self._subscriber: Send | None = send
         self._lock = asyncio.Lock()
+        self.orphan_timer: asyncio.TimerHandle | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
 
     async def attach(self, send: Send) -> None:
         """A reconnected client takes over: replay what it may have missed, then go live."""
+        if self.orphan_timer is not None:
+            self.orphan_timer.cancel()
+            self.orphan_timer = None
         async with self._lock:
             self._subscriber = send
             for message in self._log:
@@ -129,6 +133,7 @@ class EdgeJob:
             )
         finally:
             self.finished = True
+            self.cancelled.set()  # any straggling tile work of this job stops here
             self.edge.job_finished(outcome)
             for stage, seconds in self.timings.items():
                 self.edge.metrics.stage.labels(stage).observe(seconds)
@@ -166,15 +171,19 @@ class EdgeJob:
 
         if req.kind == "generate" and not req.scale_given and req.policy != "direct-hr":
             width, height = req.lr_width * req.scale, req.lr_height * req.scale
-            scale = choose_scale(width, height, edge.preset.scales, edge.preset.size_multiple,
-                                 shape_for, costs, req.latency_budget_s, req.policy)
+            # The planner's searches run in a thread: big images mean thousands of tiles,
+            # and the event loop serves every other session meanwhile.
+            scale = await asyncio.to_thread(
+                choose_scale, width, height, edge.preset.scales, edge.preset.size_multiple,
+                shape_for, costs, req.latency_budget_s, req.policy)
             req.lr_width, req.lr_height, req.scale = width // scale, height // scale, scale
         shape = shape_for(req.scale)
         tiles = list(shape.tiles)
         threshold = req.threshold if req.threshold is not None else cfg.threshold
         if req.kind == "generate" and not req.steps_given:
-            shape.steps = choose_steps(shape, costs, req.latency_budget_s, req.steps,
-                                       edge.preset.max_t2i_steps, 0.5, req.policy)
+            shape.steps = await asyncio.to_thread(
+                choose_steps, shape, costs, req.latency_budget_s, req.steps,
+                edge.preset.max_t2i_steps, 0.5, req.policy)
 
         # 1. The LR image.
         if req.lr_image is None:
@@ -190,13 +199,16 @@ class EdgeJob:
 
         # 2. The plan: scores from the LR image, a place for every tile, a predicted finish.
         t0 = time.perf_counter()
-        scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]
         shape.queue_wait_s = 0.0  # from here on we are running
         shape.sr_load, shape.light_load = edge.in_phase["sr"], edge.in_phase["light"]
-        placement = place(req.policy, scores, threshold, shape, costs, req.top_k)
-        predicted = predict(shape, costs, placement)
-        specs = to_specs(tiles, scores, placement)
-        lr_blob = encode_image(lr, req.image_format) if req.kind == "generate" else None
+
+        def decide():
+            scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]
+            placement = place(req.policy, scores, threshold, shape, costs, req.top_k)
+            blob = encode_image(lr, req.image_format) if req.kind == "generate" else None
+            return (predict(shape, costs, placement), to_specs(tiles, scores, placement), blob)
+
+        predicted, specs, lr_blob = await asyncio.to_thread(decide)
         if lr_blob is not None:
             edge.observe_bytes(len(lr_blob.data), req.lr_width * req.lr_height)
         elapsed = time.perf_counter() - started

@@ -1,11 +1,12 @@
 """`POST /v1/generate`: the edge composes the full image for thin clients that run no SR.
 
 The job runs exactly as over a WebSocket, except that the device's tiles are done here with
-the same light SR the SDK uses (Lanczos) and the edge stitches.
+the same light SR the SDK uses (Real-ESRGAN compact, else Lanczos) and the edge stitches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -24,6 +25,7 @@ from hybridsr.protocol import (
     TileResult,
     decode_image,
 )
+from hybridsr.protocol.codec import summarize
 from hybridsr.sdk.compose import compose
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
@@ -48,11 +50,15 @@ async def handle_generate(request: web.Request) -> web.Response:
         return _error(ErrorCode.FRAME_TOO_LARGE, "request body over 64 KiB")
     try:
         body = json.loads(await request.read())
+        if not isinstance(body, dict):
+            return _error(ErrorCode.INVALID_MESSAGE, "the body must be a JSON object")
         body.setdefault("job_id", f"http-{uuid.uuid4().hex[:12]}")
         message = Generate.model_validate({**body, "type": "generate"})
         job_request = validate_generate(message, edge.limits, edge.preset)
-    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
-        return _error(ErrorCode.INVALID_MESSAGE, str(exc).splitlines()[0])
+    except ValidationError as exc:
+        return _error(ErrorCode.INVALID_MESSAGE, summarize(exc, "generate"))
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        return _error(ErrorCode.INVALID_MESSAGE, f"not JSON: {exc}")
     except ProtocolError as exc:
         return _error(exc.code, exc.message)
     try:
@@ -77,11 +83,17 @@ async def handle_generate(request: web.Request) -> web.Response:
     lr = decode_image(plan.lr_image)
     edge_tiles = {m.index: decode_image(m.image) for m in received if isinstance(m, TileResult)}
     assert edge.light is not None
-    image = compose(lr, plan, edge_tiles, edge.light)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    light = edge.light
+
+    def finish() -> bytes:  # light SR of the remaining tiles and the PNG: off the event loop
+        image = compose(lr, plan, edge_tiles, light)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue()
+
+    png = await asyncio.to_thread(finish)
     headers = {
         "X-Hybridsr-Timings": json.dumps(final.timings),
         "X-Hybridsr-Random-Weights": str(plan.random_weights).lower(),
     }
-    return web.Response(body=buf.getvalue(), content_type="image/png", headers=headers)
+    return web.Response(body=png, content_type="image/png", headers=headers)

@@ -155,9 +155,12 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     """
     background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
     n = len(background)
-    stride = max(1, n // 48)  # bounds the search to a few thousand predictions
+    # At most ~24 × 25 predictions, whatever the tile count: a 1024² LR image has 1,600
+    # tiles and each prediction walks all of them.
+    stride = max(1, n // 24)
     batch = max(1, shape.sr_batch)
-    diffusion_counts = sorted({*range(0, n + 1, batch), n})
+    batch_stride = batch * max(1, n // (24 * batch))
+    diffusion_counts = sorted({*range(0, n + 1, batch_stride), n})
     best: tuple[float, int, int] | None = None
     for k_diff in diffusion_counts:
         light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
@@ -189,9 +192,10 @@ def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default:
         return default
     n = len(shape.tiles)
     guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
+    quick = "split-device" if policy == "hybrid" else policy  # hybrid is never slower
     for steps in range(most, 0, -1):
         trial = JobShape(**{**shape.__dict__, "steps": steps})
-        placement = place(policy, guess, 0.5, trial, costs)
+        placement = place(quick, guess, 0.5, trial, costs)
         if predict(trial, costs, placement).total <= budget_s:
             return steps
     return 1
@@ -211,11 +215,12 @@ def choose_scale(width: int, height: int, scales: Sequence[int], multiple: int,
         return max(scales)
     if budget_s is None:
         return valid[-1]
+    quick = "split-device" if policy == "hybrid" else policy  # hybrid is never slower
     for scale in valid:
         shape = shape_for(scale)
         n = len(shape.tiles)
         guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
-        if predict(shape, costs, place(policy, guess, 0.5, shape, costs)).total <= budget_s:
+        if predict(shape, costs, place(quick, guess, 0.5, shape, costs)).total <= budget_s:
             return scale
     return valid[-1]
 

@@ -104,7 +104,7 @@ class Session:
         elif isinstance(message, Ping):
             await self.send(Pong(nonce=message.nonce, padding=bytes(message.reply_bytes)))
         elif isinstance(message, Cancel):
-            job = self.edge.jobs.get(message.job_id)
+            job = self.jobs.get(message.job_id)  # only jobs this session submitted or resumed
             if job is None or job.finished:
                 raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running job {message.job_id!r}")
             job.cancel()
@@ -116,26 +116,39 @@ class Session:
     async def start_job(self, message: Generate | Enhance) -> None:
         """A new job, or — same job id, same request — the job we already have (resume)."""
         edge = self.edge
+        self.jobs = {k: j for k, j in self.jobs.items() if not j.finished}  # keep memory flat
         fingerprint = hashlib.sha256(encode(message)).hexdigest()
-        existing = edge.jobs.get(message.job_id)
-        if existing is not None:
-            if existing.fingerprint != fingerprint:
-                raise ProtocolError(ErrorCode.DUPLICATE_JOB,
-                                    f"job id {message.job_id!r} is taken by another request")
-            await self.send(Accepted(job_id=message.job_id, queue_position=0, resumed=True))
-            self.jobs[message.job_id] = existing
-            await existing.attach(self.send)
+        if message.job_id in edge.jobs:
+            await self._resume(message.job_id, fingerprint)
             return
         if isinstance(message, Generate):
             request = validate_generate(message, edge.limits, edge.preset)
-        else:
-            request = validate_enhance(message, edge.limits, edge.preset)
+        else:  # decoding the image may take a while: off the event loop
+            request = await asyncio.to_thread(validate_enhance, message, edge.limits,
+                                              edge.preset)
+        if message.job_id in edge.jobs:  # another session took the id while we decoded
+            await self._resume(message.job_id, fingerprint)
+            return
         edge.admit(self.client_key)
+        # Register and start before anything awaits: the id is taken at once, and a client
+        # that vanishes before `accepted` reaches it leaves a job it can still resume.
         position = edge.job_started()
         job = EdgeJob(request, edge, self.send, fingerprint, device=self.device)
         self.jobs[request.job_id] = job
-        await self.send(Accepted(job_id=request.job_id, queue_position=position))
         edge.launch(job)
+        try:
+            await self.send(Accepted(job_id=request.job_id, queue_position=position))
+        except Exception:  # gone: `serve` detaches the job; the client may come back
+            log.info("session %s: could not confirm job %s", self.id, request.job_id)
+
+    async def _resume(self, job_id: str, fingerprint: str) -> None:
+        existing = self.edge.jobs[job_id]
+        if existing.fingerprint != fingerprint:
+            raise ProtocolError(ErrorCode.DUPLICATE_JOB,
+                                f"job id {job_id!r} is taken by another request")
+        self.jobs[job_id] = existing
+        await self.send(Accepted(job_id=job_id, queue_position=0, resumed=True))
+        await existing.attach(self.send)
 
 
 def _job_id_of(frame: bytes) -> str | None:

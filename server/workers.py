@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +23,6 @@ class PipelineWorker:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{name}")
         self._task: asyncio.Task | None = None
-        self.busy_s = 0.0  # seconds spent inside the pipeline, for metrics and profiles
 
     @property
     def depth(self) -> int:
@@ -58,7 +56,6 @@ class PipelineWorker:
             fn, fut = await self._queue.get()
             if fut.cancelled():  # the job went away while queued
                 continue
-            started = time.perf_counter()
             try:
                 result = await loop.run_in_executor(self._executor, fn)
             except Exception as exc:
@@ -67,5 +64,3 @@ class PipelineWorker:
             else:
                 if not fut.done():
                     fut.set_result(result)
-            finally:
-                self.busy_s += time.perf_counter() - started

@@ -138,3 +138,27 @@ def test_upscale_rejects_an_unknown_model_and_a_missing_checkpoint(tmp_path, pho
                str(tmp_path / "missing.pth"))
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "cannot load" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG that claims a huge size: Pillow refuses it from the header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("command", ["upscale", "enhance"])
+def test_decompression_bomb_input_is_one_line(tmp_path, command):
+    _png_header_only(tmp_path / "bomb.png", 40000, 40000)
+    args = [command, str(tmp_path / "bomb.png")]
+    if command == "enhance":
+        args += ["--edge", "ws://127.0.0.1:9"]
+    proc = run("hybridsr.client", *args)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "cannot read image" in proc.stderr

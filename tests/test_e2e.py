@@ -146,3 +146,18 @@ def test_one_shot_http_rejects_bad_size(edge):
         urllib.request.urlopen(req, timeout=30)
     assert info.value.code == 400
     assert json.load(info.value)["code"] == "bad_size"
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [(b"[1, 2]", "JSON object"), (b"42", "JSON object"), (b"{nope", "not JSON"),
+     (json.dumps({"prompt": "x", "width": 128, "height": 128, "seed": 10**23}).encode(),
+      "seed")],
+)
+def test_one_shot_http_rejects_bad_bodies_in_one_line(edge, body, needle):
+    req = urllib.request.Request(f"{edge.http_url}/v1/generate", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert info.value.code == 400
+    reply = json.load(info.value)
+    assert reply["code"] == "invalid_message" and needle in reply["message"]

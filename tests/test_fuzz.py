@@ -236,14 +236,14 @@ def test_a_decoder_leaking_another_exception_is_caught(monkeypatch):
     """A regression where an invalid `plan` makes `decode` raise KeyError, not ProtocolError."""
     from hybridsr.protocol import codec
 
-    summary = codec._summary
+    summary = codec.summarize
 
-    def leaky(kind: str, exc: Exception) -> str:
+    def leaky(exc: Exception, kind: str) -> str:
         if kind == "plan":
             raise KeyError("loc")
-        return summary(kind, exc)
+        return summary(exc, kind)
 
-    monkeypatch.setattr(codec, "_summary", leaky)
+    monkeypatch.setattr(codec, "summarize", leaky)
     assert "KeyError" in _finds_a_failure(decoder_property, MUTATED, 400)
 
 

@@ -236,3 +236,76 @@ async def test_sigterm_drains_running_jobs_and_refuses_new_ones():
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_reattaching_restarts_the_resume_window():
+    """Left at t≈0, back at 0.6 s, left again at 0.8 s: the job must outlive t=1 s."""
+    import aiohttp
+
+    from hybridsr.protocol import (
+        PROTOCOL_VERSION,
+        WEBSOCKET_PATH,
+        DeviceProfile,
+        Generate,
+        Hello,
+        decode,
+        encode,
+    )
+
+    profile = DeviceProfile(cores=1, memory_total_mb=1, memory_available_mb=1)
+    request = Generate(job_id="window", prompt="long", width=1024, height=1024, seed=1,
+                       policy="edge-diffusion-all")
+
+    async def visit(url: str, stay_s: float, until: str | None = None) -> list:
+        async with aiohttp.ClientSession() as http, \
+                http.ws_connect(url + WEBSOCKET_PATH, max_msg_size=0) as ws:
+            await ws.send_bytes(encode(Hello(protocol_version=PROTOCOL_VERSION,
+                                             device=profile)))
+            await ws.receive()
+            await ws.send_bytes(encode(request))
+            frames, deadline = [], time.monotonic() + stay_s
+            while time.monotonic() < deadline or until is not None:
+                msg = await ws.receive(timeout=60)
+                frame = decode(msg.data, 1 << 30)
+                frames.append(frame)
+                if until is not None and frame.type in ("done", "error"):
+                    break
+            return frames
+
+    with BackgroundEdge(_config(resume_window_s=1.0, sr_batch=1)) as edge:
+        first = await visit(edge.url, 0.05)
+        await asyncio.sleep(0.55)
+        second = await visit(edge.url, 0.2)
+        await asyncio.sleep(0.5)  # the first departure's window has run out by now
+        third = await visit(edge.url, 0, until="end")
+    assert first[0].type == "accepted" and not first[0].resumed
+    assert second[0].type == "accepted" and second[0].resumed
+    assert third[0].resumed and third[-1].type == "done", third[-1]
+
+
+async def test_a_session_cannot_cancel_another_sessions_job(edge):
+    async with AsyncHybridClient(edge.url, benchmark=False) as owner, \
+            AsyncHybridClient(edge.url, benchmark=False) as stranger:
+        job = asyncio.create_task(owner.generate("mine", width=512, height=512,
+                                                 job_id="not-yours", policy="split-edge"))
+        await asyncio.sleep(0.3)
+        from hybridsr.protocol import Cancel
+
+        await stranger.connection.send(Cancel(job_id="not-yours"))
+        result = await job
+    assert not result.degraded and result.plan.job_id == "not-yours"
+
+
+def test_sync_client_after_close_and_bad_arguments():
+    import threading
+
+    from hybridsr.sdk import HybridClient, HybridSRError
+
+    threads = threading.active_count()
+    with pytest.raises(ValueError):
+        HybridClient("ws://127.0.0.1:9", device_sr="nope")
+    assert threading.active_count() == threads  # no loop thread left behind
+    client = HybridClient("ws://127.0.0.1:9", benchmark=False)
+    client.close()
+    with pytest.raises(HybridSRError, match="closed"):
+        client.generate("after close")
