@@ -32,3 +32,4 @@ class EdgeConfig:
     drain_timeout_s: float = 60.0  # on SIGTERM: how long running jobs may take to finish
     resume_window_s: float = 30.0  # a running job nobody is attached to is cancelled after
     result_ttl_s: float = 60.0  # a finished job's frames stay for a reconnecting client
+    result_cache_mb: float = 64.0  # … but no more than this in all: oldest dropped first

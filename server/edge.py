@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -64,6 +65,8 @@ class Edge:
         self.websockets: set[web.WebSocketResponse] = set()  # closed on shutdown
         self.jobs: dict[str, EdgeJob] = {}  # by job id, running or finished within the TTL
         self.tasks: set[asyncio.Task] = set()  # jobs outlive the sessions that started them
+        self._finished: collections.deque[EdgeJob] = collections.deque()  # oldest first
+        self._finished_bytes = 0
         self.rate_limiter = RateLimiter(config.rate_per_s, config.rate_burst)
         self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
         self.idle.set()
@@ -100,12 +103,20 @@ class Edge:
 
         def ended(t: asyncio.Task) -> None:
             self.tasks.discard(t)
+            self._finished.append(job)
+            self._finished_bytes += job.log_bytes
+            limit = self.config.result_cache_mb * 2**20
+            while self._finished_bytes > limit and len(self._finished) > 1:
+                self._forget(self._finished[0])  # memory stays bounded under load
             asyncio.get_running_loop().call_later(self.config.result_ttl_s, self._forget, job)
 
         task.add_done_callback(ended)
         return task
 
     def _forget(self, job: EdgeJob) -> None:
+        if job in self._finished:
+            self._finished.remove(job)
+            self._finished_bytes -= job.log_bytes
         if self.jobs.get(job.request.job_id) is job:
             del self.jobs[job.request.job_id]
 

@@ -71,6 +71,7 @@ class EdgeJob:
         self._subscriber: Send | None = send
         self._lock = asyncio.Lock()
         self.orphan_timer: asyncio.TimerHandle | None = None
+        self.log_bytes = 0  # what keeping this job for a reconnecting client costs
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -98,6 +99,8 @@ class EdgeJob:
         async with self._lock:
             if not isinstance(message, Progress):
                 self._log.append(message)
+                image = getattr(message, "image", None) or getattr(message, "lr_image", None)
+                self.log_bytes += len(image.data) if image is not None else 200
             await self._forward(message)
 
     async def _forward(self, message: BaseModel) -> None:

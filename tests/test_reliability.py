@@ -309,3 +309,17 @@ def test_sync_client_after_close_and_bad_arguments():
     client.close()
     with pytest.raises(HybridSRError, match="closed"):
         client.generate("after close")
+
+
+async def test_finished_results_are_kept_within_the_memory_cap():
+    from hybridsr.server.edge import EDGE_KEY
+
+    with BackgroundEdge(_config(result_cache_mb=0.3, result_ttl_s=600)) as edge:
+        async with AsyncHybridClient(edge.url, benchmark=False) as client:
+            ids = [(await client.generate(f"cap {i}", width=256, height=256, seed=i,
+                                          policy="edge-diffusion-all")).plan.job_id
+                   for i in range(4)]
+        state = edge.app[EDGE_KEY]
+        kept = [i for i in ids if i in state.jobs]
+        assert 1 <= len(kept) < 4 and kept == ids[-len(kept):]  # the newest survive
+        assert state._finished_bytes <= 0.3 * 2**20 or len(kept) == 1
