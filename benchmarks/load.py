@@ -5,7 +5,8 @@
 
 Every job must end in an image (possibly degraded) or a clear error: `lost` counts those
 that did neither, and must be 0. The edge's RSS is read after a warm-up round and after the
-last round; it should stay flat.
+last round; it should stay flat. (After a warm-up of only one job per client it rose ~9–11%
+on the first full round and then stayed within 2% over four more.)
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def main() -> int:
     url = f"ws://127.0.0.1:{port}"
     rss = psutil.Process(edge.pid)
     try:
-        warm = asyncio.run(run_round(url, args.clients, 1, args.size, args.timeout))
+        # A full round first: the edge's caches (kept results up to `result_cache_mb`,
+        # allocator pools) fill during it; the soak measures growth after that.
+        warm = asyncio.run(run_round(url, args.clients, args.jobs, args.size, args.timeout))
         rss_before = rss.memory_info().rss
         total = Tally()
         t0 = time.perf_counter()
