@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
+from edgeproc import free_port, start_edge
 
 from hybridsr.sdk import AsyncHybridClient, EdgeUnavailable, StageTimeouts
 
 QUICK = StageTimeouts(accept=10, plan=60, tiles=10, resume=1.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def edge_process():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port),
-         "--preset", "tiny", "--sr-batch", "1", "--log-level", "WARNING"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"edge did not start: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
+    port = free_port()
+    proc = start_edge(port, "--sr-batch", "1", "--log-level", "WARNING")
     yield proc, f"ws://127.0.0.1:{port}"
     proc.kill()
     proc.wait()

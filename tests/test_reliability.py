@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
 import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from edgeproc import free_port, start_edge
 
 from hybridsr.sdk import AsyncHybridClient, EdgeRefused
 from hybridsr.sdk.client import client_ssl_context
@@ -184,30 +181,12 @@ def test_metrics_count_jobs_tiles_and_stages(edge):
     assert "hybridsr_queue_depth{worker=\"sr\"}" in after
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_sigterm_drains_running_jobs_and_refuses_new_ones():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port), "--preset",
-         "tiny", "--sr-batch", "1", "--log-format", "json", "--rate", "0"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    port = free_port()
+    proc = await asyncio.to_thread(start_edge, port, "--sr-batch", "1", "--log-format", "json",
+                                   "--rate", "0")
     try:
         url = f"ws://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                await asyncio.sleep(0.2)
         async with AsyncHybridClient(url, benchmark=False, retries=0) as client:
             signalled = asyncio.Event()
 

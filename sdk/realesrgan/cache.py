@@ -65,9 +65,14 @@ def cached_onnx(param: Path, bin_path: Path, stem: str | None = None) -> Path:
     except UnicodeDecodeError as e:
         raise ModelFormatError(f"{param}: not an ncnn .param text file ({e})") from None
     model = to_onnx(parse_ncnn(text, bin_bytes), graph_name=stem or Path(param).stem)
-    data = model.SerializeToString()
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".onnx")
+    write_atomic(target, model.SerializeToString())
+    return target
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write via a temp file and `os.replace`: a reader never sees half a model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".onnx")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -77,4 +82,3 @@ def cached_onnx(param: Path, bin_path: Path, stem: str | None = None) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target

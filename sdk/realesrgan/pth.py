@@ -30,7 +30,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .cache import CONVERTER_VERSION, cache_dir
+from .cache import CONVERTER_VERSION, cache_dir, write_atomic
 from .ncnn import ModelFormatError, NcnnLayer, NcnnNet
 from .onnx_export import to_onnx
 
@@ -470,20 +469,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_pth(
     path: str | os.PathLike[str], out_onnx: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -514,5 +499,5 @@ def convert_pth(
     model = build_onnx(sd, arch, graph_name=path.stem)
     dest = Path(out_onnx) if out_onnx is not None else target
     assert dest is not None
-    _write_atomic(dest, model.SerializeToString())
+    write_atomic(dest, model.SerializeToString())
     return dest
