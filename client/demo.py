@@ -25,6 +25,9 @@ async def run_demo(out: Path, *, preset: str = "tiny", prompt: str = DEFAULT_PRO
                    policy: str = DEFAULT_POLICY, device_sr: str = "auto",
                    on_progress: ProgressCallback | None = None) -> HybridResult:
     try:
+        from hybridsr.server.cli import quiet_model_libraries
+
+        quiet_model_libraries()
         from hybridsr.server import EdgeConfig, create_app
     except ImportError as exc:
         raise HybridSRError(

@@ -9,6 +9,7 @@ import os
 import signal
 import ssl
 import sys
+import warnings
 
 from aiohttp import web
 
@@ -84,8 +85,16 @@ async def serve(config: EdgeConfig, context: ssl.SSLContext | None) -> None:
         await runner.cleanup()
 
 
+def quiet_model_libraries() -> None:
+    """Operators see our log lines, not transformers' torchvision notices or hub deprecations
+    (an explicit TRANSFORMERS_VERBOSITY still wins)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=UserWarning, module="huggingface_hub")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_model_libraries()
     setup_logging(args.log_level, args.log_format)
     fields = {k: v for k, v in vars(args).items() if k in EdgeConfig.__dataclass_fields__}
     config = EdgeConfig(**fields)
