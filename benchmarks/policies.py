@@ -47,6 +47,7 @@ import simulate as sim
 
 from hybridsr.protocol import POLICIES, Plan
 from hybridsr.sdk import AsyncHybridClient
+from hybridsr.sdk.devicesr import create_backend
 from hybridsr.sdk.job import DeviceJob, ProgressEvent
 from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.result import HybridResult
@@ -137,10 +138,12 @@ def edge_tile_clock() -> Iterator[dict[str, list[float]]]:
 
 async def run_link(edge: BackgroundEdge, link_name: str, link: LinkProfile,
                    policies: Sequence[str], jobs: Sequence[tuple[str, int]], size: int,
-                   arrivals: dict[str, list[float]]) -> list[dict[str, Any]]:
+                   arrivals: dict[str, list[float]], threads: int | None = None
+                   ) -> list[dict[str, Any]]:
     server = edge.app[EDGE_KEY]
     rows = []
-    async with AsyncHybridClient(edge.url, link=link) as client:
+    async with AsyncHybridClient(edge.url, link=link,
+                                 device_sr=create_backend("auto", threads)) as client:
         await client.generate("warm-up", width=size, height=size, seed=0,
                               policy="split-device")  # first device SR builds its model
         for policy in policies:
@@ -193,7 +196,11 @@ def _row(link_name: str, link: LinkProfile, policy: str, prompt: str, seed: int,
 
 
 def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    config = EdgeConfig(port=0, preset=args.preset, device=args.device, rate_per_s=0)
+    # On one CPU host the edge and the "device" share the cores: give each its own share
+    # (--threads each) so neither's thread pool spins against the other's.
+    config = EdgeConfig(port=0, preset=args.preset, device=args.device, rate_per_s=0,
+                        torch_threads=args.threads or None,
+                        light_threads=args.threads or None)
     jobs = [(p, s) for p in PROMPTS[: args.prompts] for s in SEEDS[: args.seeds]]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -201,7 +208,7 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
         started = time.perf_counter() - t0
         for name in args.links:
             rows += asyncio.run(run_link(edge, name, REAL_LINKS[name], args.policies, jobs,
-                                         args.size, arrivals))
+                                         args.size, arrivals, args.threads or None))
             print(f"  {name}: {len(rows)} jobs, {time.perf_counter() - t0:.0f} s", flush=True)
         server = edge.app[EDGE_KEY]
         measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
@@ -360,6 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG (default: next to --json)")
     parser.add_argument("--no-sim", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads each for the edge and the device on this one host "
+                             "(0: libraries' defaults)")
     args = parser.parse_args(argv)
     args.size = args.size or 256
     args.prompts = args.prompts or (2 if args.quick else 4)

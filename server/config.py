@@ -13,6 +13,8 @@ class EdgeConfig:
     t2i_model: str | None = None  # overrides the preset's T2I model id or directory
     sr_model: str | None = None  # overrides the preset's upscaler model id or directory
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto"
+    torch_threads: int | None = None  # CPU threads for the pipelines (None: torch's default)
+    light_threads: int | None = None  # onnxruntime threads for edge light SR (None: default)
     max_jobs: int = 16  # accepted and unfinished jobs, over all sessions; beyond it: `busy`
     max_frame_bytes: int = 32 * 1024 * 1024
     max_prompt_chars: int = 1000

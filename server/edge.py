@@ -181,7 +181,11 @@ class Edge:
         self.t2i, self.sr, self.device = await asyncio.to_thread(
             load_models, self.preset, self.config.device
         )
-        self.light = await asyncio.to_thread(create_backend, "auto")
+        if self.config.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
+        self.light = await asyncio.to_thread(create_backend, "auto", self.config.light_threads)
         self.t2i_worker.start()
         self.sr_worker.start()
         self.light_worker.start()

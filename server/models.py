@@ -181,6 +181,11 @@ def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, Diff
 
         t2i_pipe = arch.build_arch_sd21_text2image(dtype=dtype, device=device)
         t2i_name = "SD 2.1 / SD-Turbo architecture (RANDOM weights: timing only)"
+    elif preset.t2i == "arch-sdxl":
+        from hybridsr.server import arch
+
+        t2i_pipe = arch.build_arch_sdxl_text2image(dtype=dtype, device=device)
+        t2i_name = "SDXL base architecture (RANDOM weights: timing only)"
     else:
         t2i_pipe = _from_pretrained(diffusers.AutoPipelineForText2Image, preset.t2i, dtype)
         t2i_name = preset.t2i

@@ -29,7 +29,7 @@ class Preset:
 
     @property
     def random_weights(self) -> bool:
-        return self.t2i in ("tiny", "arch-sd21")
+        return self.t2i in ("tiny", "arch-sd21", "arch-sdxl")
 
     @property
     def scales(self) -> list[int]:
@@ -45,6 +45,9 @@ PRESETS: dict[str, Preset] = {
         # Real architectures, RANDOM weights: true compute cost offline, never image quality.
         Preset("arch-sd-turbo", "arch-sd21", "arch-x4", "upscaler", 1, 4, 20, 0.0, 9.0),
         Preset("arch-sd-turbo-img2img", "arch-sd21", "t2i", "img2img", 1, 4, 4, 0.0, 0.0, 0.5),
+        # SDXL for the `direct-hr` reference (T2I straight at the target size); the x4
+        # upscaler keeps the other policies runnable on the same edge.
+        Preset("arch-sdxl", "arch-sdxl", "arch-x4", "upscaler", 4, 50, 20, 5.0, 9.0),
         Preset(
             "sd-turbo",
             "stabilityai/sd-turbo",
