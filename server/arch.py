@@ -21,14 +21,12 @@ by the published parameter counts in `PUBLISHED_PARAMS` (tests/test_arch.py).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
     DDPMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -45,7 +43,7 @@ from transformers import (
     CLIPTokenizer,
 )
 
-from hybridsr.server.tiny import build_tiny_tokenizer
+from hybridsr.server.tiny import tokenizer_without_leftovers, x4_upscaler_scheduler
 
 __all__ = [
     "ARCH_NOTE",
@@ -308,7 +306,7 @@ def build_component(
     """
     cls, config = COMPONENTS[name]
     if issubclass(cls, CLIPTextModel | CLIPTextModelWithProjection):
-        tok = tokenizer if tokenizer is not None else _tokenizer()
+        tok = tokenizer if tokenizer is not None else tokenizer_without_leftovers()
         text_config = CLIPTextConfig(
             **config,
             bos_token_id=tok.bos_token_id,
@@ -324,12 +322,6 @@ def build_component(
     else:
         _materialise(model, device, dtype, seed)
     return model.eval().requires_grad_(False)
-
-
-def _tokenizer() -> CLIPTokenizer:
-    """The tiny byte-level CLIP tokenizer (77 tokens); its files are deleted once loaded."""
-    with tempfile.TemporaryDirectory(prefix="arch-clip-") as directory:
-        return build_tiny_tokenizer(directory)
 
 
 def _components(pipeline: str, dtype, device, seed: int, tokenizer) -> dict[str, nn.Module]:
@@ -348,7 +340,7 @@ def build_arch_sd21_text2image(
     UNet 865.9 M + VAE 83.7 M + OpenCLIP-H text encoder 340.4 M parameters: about 5.2 GB in
     fp32, 2.6 GB in fp16. Scheduler as SD-Turbo is used: Euler ancestral, trailing spacing.
     """
-    tokenizer = _tokenizer()
+    tokenizer = tokenizer_without_leftovers()
     parts = _components("sd21", dtype, device, seed, tokenizer)
     scheduler = EulerAncestralDiscreteScheduler(
         beta_start=0.00085,
@@ -378,17 +370,9 @@ def build_arch_x4_upscaler(
     UNet 473.4 M + VAE 55.3 M + OpenCLIP-H text encoder 340.4 M parameters. Schedulers and
     max_noise_level as the released model_index: DDIM v-prediction, DDPM low-res noise.
     """
-    tokenizer = _tokenizer()
+    tokenizer = tokenizer_without_leftovers()
     parts = _components("x4", dtype, device, seed, tokenizer)
-    scheduler = DDIMScheduler(
-        beta_start=0.0001,
-        beta_end=0.02,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = x4_upscaler_scheduler()
     low_res_scheduler = DDPMScheduler(
         beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", clip_sample=False
     )
@@ -413,7 +397,7 @@ def build_arch_sdxl_text2image(
     13.9 GB in fp32. Materialised directly in `dtype` on `device` (peak memory = final size);
     `device="meta"` builds it in well under a second without memory, for counting.
     """
-    tokenizer = _tokenizer()
+    tokenizer = tokenizer_without_leftovers()
     parts = _components("sdxl", dtype, device, seed, tokenizer)
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
@@ -444,7 +428,7 @@ def arch_param_counts(meta: bool = True) -> dict[str, int]:
     nothing.
     """
     device, dtype = ("meta", torch.float32) if meta else ("cpu", torch.bfloat16)
-    tokenizer = _tokenizer()
+    tokenizer = tokenizer_without_leftovers()
     counts: dict[str, int] = {}
     for pipeline, parts in PIPELINE_COMPONENTS.items():
         for role, name in parts.items():

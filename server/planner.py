@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
+from hybridsr.sdk.saliency import select_foreground
 from hybridsr.sdk.tiles import Tile
 from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
 
@@ -118,7 +119,7 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
 def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,
           costs: Costs, top_k: int | None = None) -> list[tuple[str, str]]:
     """Each tile's (destination, method) under `policy`."""
-    fg = [s >= threshold for s in scores]
+    fg = select_foreground(scores, threshold)
     n = len(scores)
     if policy == "edge-diffusion-all":
         return [EDGE_DIFFUSION] * n
@@ -190,13 +191,9 @@ def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default:
     """The most denoising steps whose predicted latency fits the budget (else `default`)."""
     if budget_s is None:
         return default
-    n = len(shape.tiles)
-    guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
-    quick = "split-device" if policy == "hybrid" else policy  # hybrid is never slower
     for steps in range(most, 0, -1):
         trial = JobShape(**{**shape.__dict__, "steps": steps})
-        placement = place(quick, guess, 0.5, trial, costs)
-        if predict(trial, costs, placement).total <= budget_s:
+        if _rough_total(trial, costs, policy, fg_share) <= budget_s:
             return steps
     return 1
 
@@ -215,14 +212,21 @@ def choose_scale(width: int, height: int, scales: Sequence[int], multiple: int,
         return max(scales)
     if budget_s is None:
         return valid[-1]
-    quick = "split-device" if policy == "hybrid" else policy  # hybrid is never slower
     for scale in valid:
-        shape = shape_for(scale)
-        n = len(shape.tiles)
-        guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
-        if predict(shape, costs, place(quick, guess, 0.5, shape, costs)).total <= budget_s:
+        if _rough_total(shape_for(scale), costs, policy, fg_share) <= budget_s:
             return scale
     return valid[-1]
+
+
+def _rough_total(shape: JobShape, costs: Costs, policy: str, fg_share: float) -> float:
+    """Predicted latency before the LR image exists: `fg_share` of the tiles foreground.
+
+    Hybrid is predicted as split-device, which it never exceeds: cheap, and on the safe side.
+    """
+    n = len(shape.tiles)
+    guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
+    quick = "split-device" if policy == "hybrid" else policy
+    return predict(shape, costs, place(quick, guess, 0.5, shape, costs)).total
 
 
 def to_specs(tiles: Sequence[Tile], scores: Sequence[float],

@@ -71,7 +71,7 @@ def build_tiny_tokenizer(directory: str | Path | None = None) -> CLIPTokenizer:
     )
 
 
-def _tokenizer_without_leftovers() -> CLIPTokenizer:
+def tokenizer_without_leftovers() -> CLIPTokenizer:
     """Tiny tokenizer whose files are deleted again: once loaded it needs none of them."""
     with tempfile.TemporaryDirectory(prefix="tiny-clip-") as directory:
         return build_tiny_tokenizer(directory)
@@ -105,7 +105,7 @@ def build_tiny_text2image(seed: int = 0) -> StableDiffusionPipeline:
     """
     # fork_rng: the per-model manual_seed calls must not reset the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
-        tokenizer = _tokenizer_without_leftovers()
+        tokenizer = tokenizer_without_leftovers()
         text_encoder = _tiny_text_encoder(tokenizer, seed)
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -159,7 +159,7 @@ def build_tiny_upscaler(seed: int = 0) -> StableDiffusionUpscalePipeline:
     following diffusers' own fast tests of this pipeline.
     """
     with torch.random.fork_rng(devices=[]):
-        tokenizer = _tokenizer_without_leftovers()
+        tokenizer = tokenizer_without_leftovers()
         text_encoder = _tiny_text_encoder(tokenizer, seed)
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -189,16 +189,7 @@ def build_tiny_upscaler(seed: int = 0) -> StableDiffusionUpscalePipeline:
             norm_num_groups=4,
             scaling_factor=0.08333,  # the pipeline rewrites (and warns about) any other value
         )
-    # Betas and v-prediction as in stabilityai/stable-diffusion-x4-upscaler.
-    scheduler = DDIMScheduler(
-        beta_start=0.0001,
-        beta_end=0.02,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = x4_upscaler_scheduler()
     low_res_scheduler = DDPMScheduler(
         beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear"
     )
@@ -213,6 +204,19 @@ def build_tiny_upscaler(seed: int = 0) -> StableDiffusionUpscalePipeline:
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def x4_upscaler_scheduler() -> DDIMScheduler:
+    """Betas and v-prediction as in stabilityai/stable-diffusion-x4-upscaler."""
+    return DDIMScheduler(
+        beta_start=0.0001,
+        beta_end=0.02,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
 
 
 def tiny_components_note() -> str:
