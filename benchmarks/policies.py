@@ -201,21 +201,39 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     config = EdgeConfig(port=0, preset=args.preset, device=args.device, rate_per_s=0,
                         torch_threads=args.threads or None,
                         light_threads=args.threads or None)
+    for name in ("tile", "overlap", "sr_batch"):  # the edge's tiling, where given
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     jobs = [(p, s) for p in PROMPTS[: args.prompts] for s in SEEDS[: args.seeds]]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with BackgroundEdge(config) as edge, edge_tile_clock() as arrivals:
         started = time.perf_counter() - t0
+        print(f"  edge ready on {_edge_device(edge.app[EDGE_KEY].device)['edge_device']} "
+              f"in {started:.0f} s", flush=True)
         for name in args.links:
             rows += asyncio.run(run_link(edge, name, REAL_LINKS[name], args.policies, jobs,
                                          args.size, arrivals, args.threads or None))
             print(f"  {name}: {len(rows)} jobs, {time.perf_counter() - t0:.0f} s", flush=True)
+            if args.json:  # a run cut short still leaves the finished links behind
+                args.json.write_text(json.dumps({"runs": rows, "sim": [], "partial": True},
+                                                default=str) + "\n")
         server = edge.app[EDGE_KEY]
         measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
                     "tile": config.tile, "overlap": config.overlap, "sr_batch": config.sr_batch,
                     "steps": server.preset.t2i_steps, "edge_start_s": round(started, 2),
-                    "scales": server.preset.scales}
+                    "scales": server.preset.scales, **_edge_device(server.device)}
     return rows, measured
+
+
+def _edge_device(device: str) -> dict[str, str]:
+    """Which device and library versions the edge ran on, for the report."""
+    import diffusers
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    return {"edge_device": f"{device} ({name})", "torch": torch.__version__,
+            "diffusers": diffusers.__version__}
 
 
 # --- summaries ----------------------------------------------------------------------------
@@ -345,7 +363,8 @@ def plot(path: Path, real: Sequence[dict[str, Any]], sim_rows: Sequence[dict[str
     axes[2].set_ylabel("p95 latency (s)")
     axes[2].set_yscale("log")
     axes[2].set_title("simulator: wifi, device speed 1")
-    axes[2].legend(fontsize=6)
+    if plain:
+        axes[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -370,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads each for the edge and the device on this one host "
                              "(0: libraries' defaults)")
+    parser.add_argument("--tile", type=int, help="LR tile side (edge default 32; 128 suits "
+                        "2048 px outputs on a GPU)")
+    parser.add_argument("--overlap", type=int, help="LR overlap between tiles (default 8)")
+    parser.add_argument("--sr-batch", type=int, help="edge tiles per diffusion-SR call "
+                        "(default 4; a GPU batches 16 almost for free)")
     args = parser.parse_args(argv)
     args.size = args.size or 256
     args.prompts = args.prompts or (2 if args.quick else 4)
