@@ -209,8 +209,10 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     t0 = time.perf_counter()
     with BackgroundEdge(config) as edge, edge_tile_clock() as arrivals:
         started = time.perf_counter() - t0
-        print(f"  edge ready on {_edge_device(edge.app[EDGE_KEY].device)['edge_device']} "
-              f"in {started:.0f} s", flush=True)
+        server = edge.app[EDGE_KEY]
+        print(f"  edge ready on {_edge_device(server.device)['edge_device']} in {started:.0f} s;"
+              f" light SR: edge {server.light.name if server.light else None}, device "
+              f"{device_sr_name(args.threads or None)}", flush=True)
         for name in args.links:
             rows += asyncio.run(run_link(edge, name, REAL_LINKS[name], args.policies, jobs,
                                          args.size, arrivals, args.threads or None))
@@ -218,12 +220,18 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
             if args.json:  # a run cut short still leaves the finished links behind
                 args.json.write_text(json.dumps({"runs": rows, "sim": [], "partial": True},
                                                 default=str) + "\n")
-        server = edge.app[EDGE_KEY]
         measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
                     "tile": config.tile, "overlap": config.overlap, "sr_batch": config.sr_batch,
                     "steps": server.preset.t2i_steps, "edge_start_s": round(started, 2),
-                    "scales": server.preset.scales, **_edge_device(server.device)}
+                    "scales": server.preset.scales, **_edge_device(server.device),
+                    "edge_light_sr": server.light.name if server.light else None,
+                    "device_sr": device_sr_name(args.threads or None)}
     return rows, measured
+
+
+def device_sr_name(threads: int | None) -> str:
+    """The backend the clients' `auto` device SR resolves to (Lanczos means a broken install)."""
+    return create_backend("auto", threads).name
 
 
 def _edge_device(device: str) -> dict[str, str]:
@@ -292,7 +300,8 @@ def measured_profile(rows: Sequence[dict[str, Any]], measured: dict[str, Any], s
     fg = [sum(s >= r["threshold"] for s in r["scores"]) / len(r["scores"]) for r in rows
           if r["policy"] == "hybrid"]
     scale = max(measured["scales"])
-    return sim.Profile("measured-cpu", EdgeCosts(**measured["edge_costs"]), device,
+    name = f"measured-{measured.get('edge_device', 'cpu').split()[0]}"  # measured-cuda
+    return sim.Profile(name, EdgeCosts(**measured["edge_costs"]), device,
                        size // scale, size // scale, scale=scale, steps=measured["steps"],
                        tile=measured["tile"], overlap=measured["overlap"],
                        sr_batch=measured["sr_batch"], threshold=rows[0]["threshold"],
@@ -399,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.prompts = args.prompts or (2 if args.quick else 4)
     args.seeds = args.seeds or (1 if args.quick else 2)
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("hybridsr.sdk.devicesr").setLevel(logging.WARNING)  # a Lanczos fallback
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     wall = time.perf_counter()

@@ -259,7 +259,8 @@ class DeviceJob:
             t0 = time.perf_counter()
             hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
-            self.device_px += spec.w * spec.h  # per tile pixel, context included in the time
+            if spec.method != "copy" and plan.scale > 1:  # a copy says nothing of SR speed
+                self.device_px += spec.w * spec.h  # per tile pixel, context included in time
             self._add(spec.index, hr, "device", len(plan.tiles))
 
     async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:

@@ -100,6 +100,17 @@ async def test_client_reports_measured_device_speed(edge):
         await asyncio.sleep(0)
 
 
+async def test_copied_tiles_do_not_teach_the_client_a_device_speed(edge):
+    # direct-hr's one tile is copied, not upscaled: learning from it reported a device
+    # 1000x faster than it is, the edge rejected that as absurd and assumed a slow device.
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        await client.generate("a", width=128, height=128, seed=1, policy="device-light-all")
+        learnt = client.stats.device_sr_s_per_lr_px
+        result = await client.generate("a", width=128, height=128, seed=2, policy="direct-hr")
+        assert {t.method for t in result.plan.tiles} == {"copy"}
+        assert client.stats.device_sr_s_per_lr_px == learnt
+
+
 async def test_budget_chooses_scale_and_steps_on_a_multi_scale_edge():
     from hybridsr.server import BackgroundEdge, EdgeConfig
 
