@@ -212,10 +212,25 @@ def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, Diff
     else:
         sr_pipe = _from_pretrained(diffusers.StableDiffusionUpscalePipeline, preset.sr, dtype)
         sr_name = preset.sr
-    sr_pipe = sr_pipe.to(device)
+    sr_pipe = keep_upscaler_vae_float32(sr_pipe.to(device))
     for pipe in (t2i_pipe, sr_pipe):
         pipe.set_progress_bar_config(disable=True)
     return TextToImage(t2i_pipe, preset, t2i_name), DiffusionSR(sr_pipe, preset, sr_name), device
+
+
+def keep_upscaler_vae_float32(pipe):
+    """Give an fp16 x4 upscaler a float32 VAE for good, as diffusers advises.
+
+    Its VAE overflows in fp16, so the pipeline otherwise casts the VAE up and back down on
+    every call, logging two warnings each time; decoding in float32 is what it does anyway.
+    """
+    import diffusers
+
+    vae = getattr(pipe, "vae", None)
+    if (isinstance(pipe, diffusers.StableDiffusionUpscalePipeline) and vae is not None
+            and vae.dtype == torch.float16 and vae.config.get("force_upcast", False)):
+        torch.nn.Module.to(vae, torch.float32)  # the plain cast: diffusers' own `to` warns
+    return pipe
 
 
 def _from_pretrained(cls, model: str, dtype: torch.dtype):

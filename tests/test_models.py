@@ -62,3 +62,31 @@ def test_arch_preset_runs_one_small_job():
     lr = t2i("timing", "", 64, 64, 1, seed=0)
     assert lr.shape == (64, 64, 3)
     assert sr([lr[:16, :16]], 4, "", "", seed=0)[0].shape == (64, 64, 3)
+
+
+def test_fp16_upscaler_decodes_with_a_float32_vae_and_no_per_call_casts():
+    # On a GPU the x4 upscaler loads in fp16; diffusers then casts its VAE to float32 and
+    # back on every call, warning each time. The edge keeps the VAE in float32 instead.
+    import logging
+
+    import torch
+    from PIL import Image
+
+    from hybridsr.server.models import keep_upscaler_vae_float32
+
+    pipe = keep_upscaler_vae_float32(tiny.build_tiny_upscaler(seed=1).to(torch.float16))
+    assert pipe.vae.dtype == torch.float32 and pipe.unet.dtype == torch.float16
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        lr = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8))
+        out = pipe(prompt="", image=lr, num_inference_steps=2, guidance_scale=1.0,
+                   output_type="np").images
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert out.shape == (1, 128, 128, 3) and np.isfinite(out).all()
+    assert pipe.vae.dtype == torch.float32  # not cast back to fp16 after the call
+    assert not [m for m in seen if "float32" in m], seen
