@@ -17,7 +17,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -248,7 +249,7 @@ class EdgeJob:
                                on_step: Callable[[int, int], None]) -> None:
         req, edge = self.request, self.edge
         t0 = time.perf_counter()
-        async with edge.phase("sr", bool(tiles)):
+        async with edge.phase("sr", bool(tiles)), _Outbox() as outbox:
             for start in range(0, len(tiles), edge.config.sr_batch):
                 batch = tiles[start : start + edge.config.sr_batch]
                 crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
@@ -256,15 +257,15 @@ class EdgeJob:
                     crops, req.scale, req.prompt, req.negative_prompt, req.seed, on_step,
                     self.cancelled,
                 )
-                for tile, image in zip(batch, hr, strict=True):
-                    await self._send_tile(tile.index, image)
+                # This batch is encoded and sent while the next one diffuses.
+                await outbox.put(self._send_tiles([t.index for t in batch], hr))
         self.timings["edge_sr"] = time.perf_counter() - t0
 
     async def _light_tiles(self, lr: np.ndarray, specs: list[TileSpec]) -> None:
         req, edge = self.request, self.edge
         assert edge.light is not None
         t0 = time.perf_counter()
-        async with edge.phase("light", bool(specs)):
+        async with edge.phase("light", bool(specs)), _Outbox() as outbox:
             for spec in specs:
                 if self.cancelled.is_set():
                     raise JobCancelled()
@@ -272,12 +273,54 @@ class EdgeJob:
                 patch, dx, dy = crop_with_context(lr, tile, edge.light.context)
                 big = await edge.light_tile(patch, req.scale, tile_px=tile.w * tile.h)
                 s = req.scale
-                await self._send_tile(
-                    spec.index, big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s]
-                )
+                hr = big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s]
+                await outbox.put(self._send_tiles([spec.index], [hr]))
         self.timings["edge_light"] = time.perf_counter() - t0
 
+    async def _send_tiles(self, indices: list[int], images: list[np.ndarray]) -> None:
+        for index, image in zip(indices, images, strict=True):
+            await self._send_tile(index, image)
+
     async def _send_tile(self, index: int, image: np.ndarray) -> None:
-        blob = encode_image(np.ascontiguousarray(image), self.request.image_format)
+        # Encoding a 512x512 tile takes tens of ms: off the event loop, which serves everyone.
+        blob = await asyncio.to_thread(
+            encode_image, np.ascontiguousarray(image), self.request.image_format
+        )
         self.edge.observe_bytes(len(blob.data), image.shape[0] * image.shape[1])
         await self.send(TileResult(job_id=self.request.job_id, index=index, image=blob))
+
+
+class _Outbox:
+    """Sends finished tiles in the background, one lot at a time and in order.
+
+    The next lot waits for the previous one, so at most one lot is in flight while the
+    workers compute the next; leaving the block waits for the last lot, or cancels it when
+    the block fails.
+    """
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Task[None] | None = None
+
+    async def put(self, sending: Coroutine[Any, Any, None]) -> None:
+        try:
+            await self._drain()
+        except BaseException:
+            sending.close()  # never started: close it rather than leave it un-awaited
+            raise
+        self._pending = asyncio.ensure_future(sending)
+
+    async def _drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def __aenter__(self) -> _Outbox:
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            await self._drain()
+        elif self._pending is not None:
+            self._pending.cancel()
+            await asyncio.gather(self._pending, return_exceptions=True)
+            self._pending = None
