@@ -25,25 +25,46 @@ def encode(message: BaseModel) -> bytes:
 
 def decode(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
     """Parse and validate a frame; every failure is a `ProtocolError` with a stable code."""
-    if len(frame) > max_frame_bytes:
+    too_large = len(frame) > max_frame_bytes
+    if too_large and len(frame) > 2 * max_frame_bytes:  # not even worth finding its job
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {max_frame_bytes}"
         )
     try:
         data = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"not a msgpack frame: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "a frame must be a msgpack map")
+        data, error = None, f"not a msgpack frame: {exc}"
+    else:
+        error = None if isinstance(data, dict) else "a frame must be a msgpack map"
+    # Just over the limit, the frame is still read once: the refusal then names its job,
+    # and the client fails that job at once instead of waiting for it.
+    job_id = _job_id(data) if isinstance(data, dict) else None
+    if too_large:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {max_frame_bytes}",
+            job_id=job_id,
+        )
+    if error is not None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, error)
+    assert isinstance(data, dict)
     kind = data.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a frame needs a string field 'type'")
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a frame needs a string field 'type'",
+                            job_id=job_id)
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:
         if any(err["type"] == "union_tag_invalid" for err in exc.errors()):
-            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}") from None
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, summarize(exc, kind)) from None
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}",
+                                job_id=job_id) from None
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, summarize(exc, kind),
+                            job_id=job_id) from None
+
+
+def _job_id(data: dict[Any, Any]) -> str | None:
+    """The job id of a map that may not validate, so a refusal can say which job it was."""
+    job_id = data.get("job_id")
+    return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
 
 
 def summarize(exc: ValidationError, kind: str) -> str:

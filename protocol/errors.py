@@ -33,9 +33,10 @@ class ErrorCode(str, Enum):
 class ProtocolError(Exception):
     """A refusal with a stable code; the server turns it into an `error` frame."""
 
-    def __init__(self, code: ErrorCode, message: str, retry_after_s: float | None = None
-                 ) -> None:
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: float | None = None,
+                 job_id: str | None = None) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        self.job_id = job_id  # the refused frame's job, where it names one

@@ -75,11 +75,13 @@ class Session:
                     self.edge.orphaned(job)
 
     async def on_frame(self, frame: bytes) -> None:
+        message: BaseModel | None = None
         try:
             message = decode(frame, self.edge.config.max_frame_bytes)
             await self.dispatch(message)
         except ProtocolError as exc:
-            job_id = _job_id_of(frame)
+            # Refused by the codec: it kept the job id; refused later: the message has it.
+            job_id = exc.job_id or getattr(message, "job_id", None)
             await self.error(exc.code, exc.message, job_id=job_id,
                              retry_after_s=exc.retry_after_s)
             if exc.code == ErrorCode.VERSION_MISMATCH:
@@ -149,18 +151,6 @@ class Session:
         self.jobs[job_id] = existing
         await self.send(Accepted(job_id=job_id, queue_position=0, resumed=True))
         await existing.attach(self.send)
-
-
-def _job_id_of(frame: bytes) -> str | None:
-    """Best-effort job id of a refused frame, so the client can tell which job failed."""
-    try:
-        import msgpack
-
-        data = msgpack.unpackb(frame, raw=False)
-        job_id = data.get("job_id") if isinstance(data, dict) else None
-        return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
-    except Exception:
-        return None
 
 
 async def handle_session(request: web.Request) -> web.WebSocketResponse:

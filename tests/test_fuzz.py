@@ -264,12 +264,17 @@ def test_an_image_decoder_trusting_the_file_is_caught(monkeypatch):
 
 def test_a_session_that_crashes_on_a_bad_frame_is_caught(edge, monkeypatch):
     """A regression where the refusal path assumes `job_id` is a string: the session dies."""
+    from hybridsr.protocol import ProtocolError, codec
     from hybridsr.server import session
 
-    def careless(frame: bytes) -> str | None:
-        data = msgpack.unpackb(frame, raw=False)
-        return data["job_id"] if len(data["job_id"]) <= 64 else None  # no type checks
+    def careless(frame: bytes, max_frame_bytes: int):
+        try:
+            return codec.decode(frame, max_frame_bytes)
+        except ProtocolError as exc:  # looks the job id up again, with no type checks
+            data = msgpack.unpackb(frame, raw=False)
+            exc.job_id = data["job_id"] if len(data["job_id"]) <= 64 else None
+            raise
 
-    monkeypatch.setattr(session, "_job_id_of", careless)
+    monkeypatch.setattr(session, "decode", careless)
     failure = _finds_a_failure(lambda batch: session_property(edge.url, batch), BATCHES, 10)
     assert "session dropped" in failure

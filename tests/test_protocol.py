@@ -157,3 +157,26 @@ def test_bad_images_refused(blob):
     with pytest.raises(ProtocolError) as info:
         decode_image(blob)
     assert info.value.code == ErrorCode.BAD_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [({"job_id": "j-1", "width": "wide"}, "j-1"),  # invalid field: the job is still named
+     ({"job_id": 7}, None),  # not a string: not trusted as an id
+     ({"job_id": "x" * 65}, None)],
+)
+def test_refused_frames_name_their_job_when_they_can(fields, expected):
+    frame = msgpack.packb({"type": "generate", "prompt": "p", **fields})
+    with pytest.raises(ProtocolError) as refused:
+        decode(frame)
+    assert refused.value.job_id == expected
+
+
+def test_a_frame_just_over_the_limit_is_refused_with_its_job_id():
+    frame = msgpack.packb({"type": "enhance", "job_id": "big", "pad": b"x" * 2000})
+    with pytest.raises(ProtocolError) as refused:
+        decode(frame, max_frame_bytes=1500)
+    assert refused.value.code == ErrorCode.FRAME_TOO_LARGE and refused.value.job_id == "big"
+    with pytest.raises(ProtocolError) as far_over:
+        decode(frame, max_frame_bytes=500)  # over twice the limit: not even read
+    assert far_over.value.job_id is None
