@@ -2,7 +2,9 @@
 
     python benchmarks/policies.py --quick --json /tmp/policies.json    # < 3 min, 2 CPU cores
     python benchmarks/policies.py --json out.json --plot out.png       # more prompts and seeds
-    python benchmarks/policies.py --device cuda --preset arch-sd-turbo --size 2048 ...
+    python benchmarks/policies.py --device cuda --preset arch-sd-turbo --size 2048 --tile 128 \
+        --overlap 16 --sr-batch 16 --threads 4 --prompts 2 --seeds 1 --links lan wifi --no-sim
+        # the H200 table in RESULTS.md (193 s there)
 
 For each link (emulated in the client transport, `hybridsr.sdk.link`) and policy, a fixed
 list of prompts and seeds runs one job at a time; each row records:
