@@ -73,6 +73,7 @@ class EdgeJob:
         self._lock = asyncio.Lock()
         self.orphan_timer: asyncio.TimerHandle | None = None
         self.log_bytes = 0  # what keeping this job for a reconnecting client costs
+        self._ended = False  # `done` or `error` sent
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -96,8 +97,15 @@ class EdgeJob:
         return self._subscriber is not None
 
     async def send(self, message: BaseModel) -> None:
-        """Record and forward; a departed client never stops the job."""
+        """Record and forward; a departed client never stops the job.
+
+        `done` or `error` is the job's last word: anything a straggler sends after it is
+        dropped, so neither the client nor the replay log sees frames past the end.
+        """
         async with self._lock:
+            if self._ended:
+                return
+            self._ended = isinstance(message, (Done, Error))
             if not isinstance(message, Progress):
                 self._log.append(message)
                 image = getattr(message, "image", None) or getattr(message, "lr_image", None)
@@ -235,7 +243,7 @@ class EdgeJob:
         diffusion = [t for t, s in zip(tiles, specs, strict=True) if s.method == "diffusion"
                      and s.destination == "edge"]
         light = [s for s in specs if s.destination == "edge" and s.method == "light"]
-        await asyncio.gather(self._diffusion_tiles(lr, diffusion, progress("edge_sr")),
+        await self._together(self._diffusion_tiles(lr, diffusion, progress("edge_sr")),
                              self._light_tiles(lr, light))
 
         # 4. Done.
@@ -244,6 +252,21 @@ class EdgeJob:
         timings = {k: round(v, 6) for k, v in self.timings.items()}
         timings["predicted_total"] = round(predicted.total, 6)
         await self.send(Done(job_id=req.job_id, timings=timings))
+
+    async def _together(self, *work: Coroutine[Any, Any, None]) -> None:
+        """Run side by side; when one fails, stop the others before the error goes out.
+
+        (`asyncio.gather` leaves the others running: their tiles followed the `error`.)
+        """
+        tasks = [asyncio.ensure_future(w) for w in work]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            self.cancelled.set()  # pipeline calls in the worker threads stop between steps
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _diffusion_tiles(self, lr: np.ndarray, tiles: list[Tile],
                                on_step: Callable[[int, int], None]) -> None:
@@ -322,5 +345,7 @@ class _Outbox:
             await self._drain()
         elif self._pending is not None:
             self._pending.cancel()
-            await asyncio.gather(self._pending, return_exceptions=True)
+            (outcome,) = await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
+            if isinstance(outcome, Exception):  # would be hidden behind the block's own error
+                log.warning("sending tiles failed as well: %r", outcome)

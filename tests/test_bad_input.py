@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import aiohttp
@@ -216,3 +217,43 @@ async def test_sdk_raises_typed_error_and_keeps_the_connection(edge):
         assert info.value.code == "bad_size" and "multiples of 32" in info.value.message
         result = await client.generate("x", width=128, height=128)
         assert result.image.size == (128, 128)
+
+
+async def test_a_failing_side_of_a_job_stops_the_other_before_its_error(edge, monkeypatch):
+    """Edge light SR breaks while a lot of diffusion tiles is still being encoded: that lot
+    must not reach the client after the job's `error` (its last word)."""
+    import threading
+    import time
+
+    from hybridsr.server import job as edge_job
+    from hybridsr.server.edge import EDGE_KEY
+
+    server = edge.app[EDGE_KEY]
+    handing_over = threading.Event()
+    encode = edge_job.encode_image
+
+    def slow_encode(array, fmt="png"):
+        if array.shape[0] == 4 * 32:  # an HR tile, not the plan's LR image
+            handing_over.set()
+            time.sleep(0.3)
+        return encode(array, fmt)
+
+    def broken_light(image, scale):
+        handing_over.wait(30)  # fail while the first diffusion lot is on its way out
+        raise RuntimeError("light SR broke")
+
+    monkeypatch.setattr(edge_job, "encode_image", slow_encode)
+    monkeypatch.setattr(server.light, "upscale", broken_light)
+    async with RawSession(edge.url) as session:
+        await session.hello()
+        frames = await session.job(_generate(job_id="half", width=256, height=256, seed=3,
+                                             policy="split-edge"))
+        plan = next(f for f in frames if f.type == "plan")
+        assert {t.method for t in plan.tiles} == {"diffusion", "light"}
+        assert frames[-1].type == "error" and frames[-1].code == "internal"
+        with pytest.raises(asyncio.TimeoutError):  # nothing after the error
+            late = await session.ws.receive(timeout=1.5)
+            after = decode(late.data, 1 << 30)
+            pytest.fail(f"{after.type} frame after the error: {getattr(after, 'index', '')}")
+        monkeypatch.undo()
+        await _still_serves(session, job_id="after-half")
