@@ -5,6 +5,7 @@ Nothing on the wire is unpickled or evaluated: msgpack yields plain data, pydant
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgpack
@@ -25,28 +26,19 @@ def encode(message: BaseModel) -> bytes:
 
 def decode(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
     """Parse and validate a frame; every failure is a `ProtocolError` with a stable code."""
-    too_large = len(frame) > max_frame_bytes
-    if too_large and len(frame) > 2 * max_frame_bytes:  # not even worth finding its job
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {max_frame_bytes}"
-        )
-    try:
-        data = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        data, error = None, f"not a msgpack frame: {exc}"
-    else:
-        error = None if isinstance(data, dict) else "a frame must be a msgpack map"
-    # Just over the limit, the frame is still read once: the refusal then names its job,
-    # and the client fails that job at once instead of waiting for it.
-    job_id = _job_id(data) if isinstance(data, dict) else None
-    if too_large:
+    if len(frame) > max_frame_bytes:
+        # Just over the limit the frame is still read, once, so the refusal names its job and
+        # the client fails that job at once; far over it, not even that.
+        job_id = None
+        if len(frame) <= 2 * max_frame_bytes:
+            with contextlib.suppress(ProtocolError):
+                job_id = _job_id(_unpack(frame))
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {max_frame_bytes}",
             job_id=job_id,
         )
-    if error is not None:
-        raise ProtocolError(ErrorCode.BAD_FRAME, error)
-    assert isinstance(data, dict)
+    data = _unpack(frame)
+    job_id = _job_id(data)
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a frame needs a string field 'type'",
@@ -59,6 +51,17 @@ def decode(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
                                 job_id=job_id) from None
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, summarize(exc, kind),
                             job_id=job_id) from None
+
+
+def _unpack(frame: bytes) -> dict[Any, Any]:
+    """The frame's msgpack map, or `bad_frame`."""
+    try:
+        data = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"not a msgpack frame: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "a frame must be a msgpack map")
+    return data
 
 
 def _job_id(data: dict[Any, Any]) -> str | None:

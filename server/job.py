@@ -73,7 +73,6 @@ class EdgeJob:
         self._lock = asyncio.Lock()
         self.orphan_timer: asyncio.TimerHandle | None = None
         self.log_bytes = 0  # what keeping this job for a reconnecting client costs
-        self._ended = False  # `done` or `error` sent
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -103,9 +102,8 @@ class EdgeJob:
         dropped, so neither the client nor the replay log sees frames past the end.
         """
         async with self._lock:
-            if self._ended:
+            if self._log and isinstance(self._log[-1], (Done, Error)):
                 return
-            self._ended = isinstance(message, (Done, Error))
             if not isinstance(message, Progress):
                 self._log.append(message)
                 image = getattr(message, "image", None) or getattr(message, "lr_image", None)
