@@ -212,9 +212,11 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     with BackgroundEdge(config) as edge, edge_tile_clock() as arrivals:
         started = time.perf_counter() - t0
         server = edge.app[EDGE_KEY]
-        print(f"  edge ready on {_edge_device(server.device)['edge_device']} in {started:.0f} s;"
-              f" light SR: edge {server.light.name if server.light else None}, device "
-              f"{device_sr_name(args.threads or None)}", flush=True)
+        setup = {**_edge_device(server.device),
+                 "edge_light_sr": server.light.name if server.light else None,
+                 "device_sr": create_backend("auto", args.threads or None).name}
+        print(f"  edge ready on {setup['edge_device']} in {started:.0f} s; light SR: edge "
+              f"{setup['edge_light_sr']}, device {setup['device_sr']}", flush=True)
         for name in args.links:
             rows += asyncio.run(run_link(edge, name, REAL_LINKS[name], args.policies, jobs,
                                          args.size, arrivals, args.threads or None))
@@ -225,15 +227,8 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
         measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
                     "tile": config.tile, "overlap": config.overlap, "sr_batch": config.sr_batch,
                     "steps": server.preset.t2i_steps, "edge_start_s": round(started, 2),
-                    "scales": server.preset.scales, **_edge_device(server.device),
-                    "edge_light_sr": server.light.name if server.light else None,
-                    "device_sr": device_sr_name(args.threads or None)}
+                    "scales": server.preset.scales, **setup}
     return rows, measured
-
-
-def device_sr_name(threads: int | None) -> str:
-    """The backend the clients' `auto` device SR resolves to (Lanczos means a broken install)."""
-    return create_backend("auto", threads).name
 
 
 def _edge_device(device: str) -> dict[str, str]:
