@@ -8,35 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import photo_like, pil_upscale
 
 from hybridsr.sdk.stitch import Stitcher, stitch, tile_weights
 from hybridsr.sdk.tiles import Tile, tile_grid, upscale_tile
 
 RAMPS = ["cosine", "linear"]
-
-
-def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Gradients, hard-edged shapes and noise: content that exercises resampling kernels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    img = np.stack(
-        [40 + 150 * xx / width, 60 + 120 * yy / height, 128 + 60 * np.sin(xx / 7 + yy / 11)], -1
-    )
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(3, width / 4)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-        x0, y0 = rng.integers(0, width), rng.integers(0, height)
-        img[y0 : y0 + rng.integers(2, 15), x0 : x0 + rng.integers(2, 15)] = rng.uniform(0, 255, 3)
-    img += rng.normal(0, 8, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def pil_upscale(method: Image.Resampling):
-    def fn(patch: np.ndarray, scale: int) -> np.ndarray:
-        h, w = patch.shape[:2]
-        return np.asarray(Image.fromarray(patch).resize((w * scale, h * scale), method))
-
-    return fn
 
 
 def hr_tiles_for(img, tiles, scale, fn, context):
@@ -53,7 +30,7 @@ def hr_tiles_for(img, tiles, scale, fn, context):
 def test_same_sr_everywhere_equals_whole_image_sr(
     width, height, method, context, scale, tile, overlap, ramp
 ) -> None:
-    img = photo_like(width, height)
+    img = photo_like(width, height, rectangles=True)
     fn = pil_upscale(method)
     tiles = tile_grid(width, height, tile, overlap)
     out = stitch(tiles, hr_tiles_for(img, tiles, scale, fn, context), width, height, scale, ramp)
@@ -205,7 +182,7 @@ def test_stitcher_rejects_bad_tiles() -> None:
 
 
 def test_stitch_single_channel() -> None:
-    img = photo_like(40, 30)[:, :, 0]
+    img = photo_like(40, 30, rectangles=True)[:, :, 0]
     fn = pil_upscale(Image.Resampling.NEAREST)
     tiles = tile_grid(40, 30, 16, 4)
     out = stitch(tiles, hr_tiles_for(img, tiles, 2, fn, 0), 40, 30, 2)

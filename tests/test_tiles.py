@@ -7,33 +7,12 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import photo_like, pil_upscale
 
 from hybridsr.sdk.tiles import Tile, crop_with_context, tile_grid, upscale_tile
 
 SIZES = [(64, 48), (70, 33), (33, 32), (31, 31), (100, 7), (257, 129), (1, 1), (56, 56)]
 GRIDS = [(32, 8), (16, 4), (16, 0), (8, 7)]
-
-
-def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Gradients, hard-edged shapes and noise: content that exercises resampling kernels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    img = np.stack(
-        [40 + 150 * xx / width, 60 + 120 * yy / height, 128 + 60 * np.sin(xx / 7 + yy / 11)], -1
-    )
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(3, width / 4)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    img += rng.normal(0, 8, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def pil_upscale(method: Image.Resampling):
-    def fn(patch: np.ndarray, scale: int) -> np.ndarray:
-        h, w = patch.shape[:2]
-        return np.asarray(Image.fromarray(patch).resize((w * scale, h * scale), method))
-
-    return fn
 
 
 def expected_count(size: int, tile: int, overlap: int) -> int:
