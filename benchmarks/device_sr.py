@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hybridsr.sdk.realesrgan import RealESRGAN
-from hybridsr.sdk.realesrgan.ncnn import NcnnNet, parse_ncnn
-from hybridsr.sdk.realesrgan.weights import find_model_files
+from hybridsr.imaging.realesrgan import RealESRGAN
+from hybridsr.imaging.realesrgan.ncnn import NcnnNet, parse_ncnn
+from hybridsr.imaging.realesrgan.weights import find_model_files
 
 MODELS = {"compact": "realesr-animevideov3", "x4plus": "realesrgan-x4plus"}
 
@@ -134,7 +134,7 @@ def make_backend(name: str, key: str, threads: int) -> Callable[[np.ndarray], np
     if name == "ort-seamless":  # our default: tiled == whole image
         return RealESRGAN(model, 4, threads=threads, tile=128).upscale
     if name == "ncnn":
-        from hybridsr.sdk.realesrgan.reference import NcnnReference
+        from hybridsr.imaging.realesrgan.reference import NcnnReference
 
         return NcnnReference(model, 4, tilesize=128).upscale
     if name == "torch":
@@ -146,7 +146,7 @@ def make_backend(name: str, key: str, threads: int) -> Callable[[np.ndarray], np
 def available_backends(key: str) -> list[str]:
     names = ["ort", "ort-seamless"]
     try:
-        from hybridsr.sdk.realesrgan.reference import load_wrapper
+        from hybridsr.imaging.realesrgan.reference import load_wrapper
 
         load_wrapper()
         names.append("ncnn")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hybridsr.sdk.realesrgan.reference import NcnnReference
+from hybridsr.imaging.realesrgan.reference import NcnnReference
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden" / "realesrgan"
 

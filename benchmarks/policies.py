@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import simulate as sim
 
+from hybridsr.imaging.lightsr import create_backend
 from hybridsr.protocol import POLICIES, Plan
 from hybridsr.sdk import AsyncHybridClient
-from hybridsr.sdk.devicesr import create_backend
 from hybridsr.sdk.job import DeviceJob, ProgressEvent
 from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.result import HybridResult
@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.prompts = args.prompts or (2 if args.quick else 4)
     args.seeds = args.seeds or (1 if args.quick else 2)
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("hybridsr.sdk.devicesr").setLevel(logging.WARNING)  # a Lanczos fallback
+    logging.getLogger("hybridsr.imaging.lightsr").setLevel(logging.WARNING)  # a Lanczos fallback
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     wall = time.perf_counter()

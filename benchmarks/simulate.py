@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hybridsr.sdk.tiles import Tile, tile_grid
+from hybridsr.imaging.tiles import Tile, tile_grid
 from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
 from hybridsr.server.planner import (
     DEVICE_LIGHT,

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from hybridsr.client.progress import ProgressBar
+from hybridsr.imaging.lightsr import BACKENDS, REALESRGAN_MODELS, LanczosSR, create_backend
 from hybridsr.protocol import DEFAULT_POLICY, POLICIES
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
 from hybridsr.sdk.client import client_ssl_context, load_image
-from hybridsr.sdk.devicesr import BACKENDS, REALESRGAN_MODELS, LanczosSR, create_backend
 
 PROG = "hybridsr"
 
@@ -145,7 +145,7 @@ def _upscale(args: argparse.Namespace) -> int:
     if args.model == "lanczos":
         out = LanczosSR().upscale(image, args.scale)
     else:
-        from hybridsr.sdk.realesrgan import ModelFormatError, RealESRGAN
+        from hybridsr.imaging.realesrgan import ModelFormatError, RealESRGAN
 
         try:
             model = RealESRGAN(args.model, scale=args.scale, threads=args.threads, tile=args.tile)

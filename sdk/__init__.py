@@ -3,8 +3,8 @@
 Never imports torch or diffusers: it must install and run on a Raspberry Pi.
 """
 
+from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend
 from hybridsr.sdk.client import AsyncHybridClient, HybridClient
-from hybridsr.sdk.devicesr import DeviceSR, LanczosSR, RealESRGANSR, create_backend
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
 from hybridsr.sdk.job import ProgressEvent, StageTimeouts
 from hybridsr.sdk.probe import probe_device

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from hybridsr.imaging.lightsr import DeviceSR, create_backend
 from hybridsr.protocol import (
     DEFAULT_POLICY,
     ClientStats,
@@ -29,7 +30,6 @@ from hybridsr.protocol import (
     encode_image,
 )
 from hybridsr.sdk.connection import Connection
-from hybridsr.sdk.devicesr import DeviceSR, create_backend
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
 from hybridsr.sdk.job import DeviceJob, ProgressCallback, StageTimeouts
 from hybridsr.sdk.link import LinkProfile

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from hybridsr.imaging.compose import correct_edge_tile, device_tile, plan_tiles
+from hybridsr.imaging.lightsr import DeviceSR
+from hybridsr.imaging.stitch import Stitcher
 from hybridsr.protocol import (
     Accepted,
     Cancel,
@@ -31,12 +34,9 @@ from hybridsr.protocol import (
     TileResult,
     decode_image,
 )
-from hybridsr.sdk.compose import correct_edge_tile, device_tile, plan_tiles
 from hybridsr.sdk.connection import Connection, ConnectionLost
-from hybridsr.sdk.devicesr import DeviceSR
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
 from hybridsr.sdk.result import HybridResult, Timings
-from hybridsr.sdk.stitch import Stitcher
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import psutil
 
+from hybridsr.imaging.lightsr import DeviceSR, create_backend
+from hybridsr.imaging.tiles import Tile, upscale_tile
 from hybridsr.protocol import DeviceProfile
-from hybridsr.sdk.devicesr import DeviceSR, create_backend
-from hybridsr.sdk.tiles import Tile, upscale_tile
 
 
 def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats: int = 2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from aiohttp import web
 
+from hybridsr.imaging.lightsr import DeviceSR, create_backend
 from hybridsr.protocol import (
     PROTOCOL_VERSION,
     EdgeLimits,
@@ -22,7 +23,6 @@ from hybridsr.protocol import (
     ErrorCode,
     ProtocolError,
 )
-from hybridsr.sdk.devicesr import DeviceSR, create_backend
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, EdgeCosts
 from hybridsr.server.metrics import EdgeMetrics

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from hybridsr.imaging.saliency import tile_scores
+from hybridsr.imaging.tiles import Tile, crop_with_context, tile_grid
 from hybridsr.protocol import (
     DeviceProfile,
     Done,
@@ -35,8 +37,6 @@ from hybridsr.protocol import (
     TileSpec,
     encode_image,
 )
-from hybridsr.sdk.saliency import tile_scores
-from hybridsr.sdk.tiles import Tile, crop_with_context, tile_grid
 from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
 from hybridsr.server.models import JobCancelled

@@ -15,6 +15,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
+from hybridsr.imaging.compose import compose
 from hybridsr.protocol import (
     Done,
     Error,
@@ -26,7 +27,6 @@ from hybridsr.protocol import (
     decode_image,
 )
 from hybridsr.protocol.codec import summarize
-from hybridsr.sdk.compose import compose
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
 from hybridsr.server.validation import validate_generate

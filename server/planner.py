@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from hybridsr.imaging.saliency import select_foreground
+from hybridsr.imaging.tiles import Tile
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
-from hybridsr.sdk.saliency import select_foreground
-from hybridsr.sdk.tiles import Tile
 from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
 
 EDGE_DIFFUSION = ("edge", "diffusion")

@@ -110,7 +110,7 @@ def test_edge_daemon_refuses_a_busy_port():
 def test_upscale_locally_matches_the_sdk_model(tmp_path, photo):
     import numpy as np
 
-    from hybridsr.sdk.realesrgan import RealESRGAN
+    from hybridsr.imaging.realesrgan import RealESRGAN
 
     Image.fromarray(photo[:40, :56]).save(tmp_path / "in.png")
     proc = run("hybridsr.client", "upscale", str(tmp_path / "in.png"), "-o",

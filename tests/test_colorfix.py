@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridsr.sdk.colorfix import adain_color_fix, color_fix, wavelet_color_fix
-from hybridsr.sdk.stitch import stitch
-from hybridsr.sdk.tiles import tile_grid, upscale_tile
+from hybridsr.imaging.colorfix import adain_color_fix, color_fix, wavelet_color_fix
+from hybridsr.imaging.stitch import stitch
+from hybridsr.imaging.tiles import tile_grid, upscale_tile
 
 METHODS = ["wavelet", "adain"]
 

@@ -9,8 +9,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from hybridsr.imaging.compose import as_tile
 from hybridsr.sdk import AsyncHybridClient, HybridClient
-from hybridsr.sdk.compose import as_tile
 
 TIMING_FIELDS = ("t2i", "transfer", "device_sr", "edge_sr", "stitch", "total")
 

@@ -1,15 +1,77 @@
-"""The device side stays light: protocol, sdk and client never import torch or diffusers."""
+"""Dependencies run one way: protocol ← imaging ← sdk ← client, and server uses protocol and
+imaging, never sdk. The device side (protocol, imaging, sdk, the CLI) never loads torch."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
+# Which first-party packages each package may import (itself always allowed).
+ALLOWED = {
+    "protocol": set(),
+    "imaging": {"protocol"},
+    "sdk": {"protocol", "imaging"},
+    "server": {"protocol", "imaging"},
+    "client": {"protocol", "imaging", "sdk", "server"},  # server: demo.py only, lazily
+}
+
+
+def _first_party_imports(path: Path) -> set[str]:
+    """The `hybridsr.X` packages a module imports, anywhere in it (lazy imports count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "hybridsr" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def layering_violations(root: Path = ROOT) -> list[str]:
+    bad = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for target in _first_party_imports(path) - allowed - {package}:
+                bad.append(f"{path.relative_to(root)} imports hybridsr.{target}")
+    return bad
+
+
+def test_packages_import_only_downward():
+    assert layering_violations() == []
+
+
+def test_layering_check_can_fail(tmp_path):
+    # An sdk import in the server must be caught (it was the rule this check was made for).
+    for package in ALLOWED:
+        (tmp_path / package).mkdir()
+    (tmp_path / "server" / "bad.py").write_text("from hybridsr.sdk.job import DeviceJob\n")
+    (tmp_path / "imaging" / "lazy.py").write_text("def f():\n    import hybridsr.sdk\n")
+    assert layering_violations(tmp_path) == [
+        "imaging/lazy.py imports hybridsr.sdk", "server/bad.py imports hybridsr.sdk",
+    ]
+
+
+def test_only_the_demo_imports_the_server_from_the_client():
+    users = [p.name for p in (ROOT / "client").glob("*.py")
+             if "server" in _first_party_imports(p)]
+    assert users == ["demo.py"]
+
 
 @pytest.mark.parametrize(
-    "module", ["hybridsr.protocol", "hybridsr.sdk", "hybridsr.client.cli"]
+    "module",
+    ["hybridsr.protocol", "hybridsr.imaging.lightsr", "hybridsr.imaging.compose",
+     "hybridsr.sdk", "hybridsr.client.cli"],
 )
 def test_device_modules_do_not_import_torch(module):
     code = (f"import sys, {module}; heavy = [m for m in ('torch', 'diffusers', 'transformers') "

@@ -2,7 +2,7 @@
 
 The suite itself runs on an editable install, which maps the source folders directly and so
 cannot notice a package missing from `pyproject.toml`. A wheel without
-`hybridsr.sdk.realesrgan` made the device SR fall back to Lanczos on a fresh GPU host.
+`hybridsr.imaging.realesrgan` made the device SR fall back to Lanczos on a fresh GPU host.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"protocol": "hybridsr/protocol", "sdk": "hybridsr/sdk", "server": "hybridsr/server",
-           "client": "hybridsr/client"}
+SOURCES = {"protocol": "hybridsr/protocol", "imaging": "hybridsr/imaging", "sdk": "hybridsr/sdk",
+           "server": "hybridsr/server", "client": "hybridsr/client"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_wheel_holds_every_source_module(wheel):
         for path in (ROOT / folder).rglob("*.py")
         if "__pycache__" not in path.parts
     }
-    assert "hybridsr/sdk/realesrgan/upscaler.py" in expected  # the walk above found them
+    assert "hybridsr/imaging/realesrgan/upscaler.py" in expected  # the walk above found them
     missing = sorted(expected - names)
     assert not missing, f"modules missing from the wheel: {missing}"
 
@@ -69,7 +69,7 @@ def test_installed_wheel_runs_real_esrgan(wheel, tmp_path):
     paths = [str(target), *dict.fromkeys(deps)]
     code = (
         f"import sys; sys.path[:0] = {paths!r}\n"
-        "import hybridsr.sdk.devicesr as d\n"
+        "import hybridsr.imaging.lightsr as d\n"
         f"assert d.__file__.startswith({str(target)!r}), d.__file__\n"
         "print(d.create_backend('auto', 1).name)\n"
     )

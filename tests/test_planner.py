@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from hybridsr.imaging.tiles import tile_grid
 from hybridsr.protocol import ClientStats, DeviceProfile
-from hybridsr.sdk.tiles import tile_grid
 from hybridsr.server.costs import DeviceCosts, EdgeCosts, LinkCosts
 from hybridsr.server.planner import (
     DEVICE_LIGHT,

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridsr.sdk.realesrgan import ModelFormatError, RealESRGAN, available_models
-from hybridsr.sdk.realesrgan import cache as cache_mod
-from hybridsr.sdk.realesrgan.cache import cached_onnx
-from hybridsr.sdk.realesrgan.ncnn import parse_ncnn
-from hybridsr.sdk.realesrgan.upscaler import reflect_indices
-from hybridsr.sdk.realesrgan.weights import find_model_files
+from hybridsr.imaging.realesrgan import ModelFormatError, RealESRGAN, available_models
+from hybridsr.imaging.realesrgan import cache as cache_mod
+from hybridsr.imaging.realesrgan.cache import cached_onnx
+from hybridsr.imaging.realesrgan.ncnn import parse_ncnn
+from hybridsr.imaging.realesrgan.upscaler import reflect_indices
+from hybridsr.imaging.realesrgan.weights import find_model_files
 
 GOLDEN = Path(__file__).parent / "golden" / "realesrgan"
 
@@ -36,7 +36,7 @@ CASES = [
 
 def _reference():
     try:
-        from hybridsr.sdk.realesrgan.reference import NcnnReference, load_wrapper
+        from hybridsr.imaging.realesrgan.reference import NcnnReference, load_wrapper
 
         load_wrapper()
         return NcnnReference

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridsr.sdk.realesrgan import ModelFormatError, RealESRGAN, UnsafeCheckpointError
-from hybridsr.sdk.realesrgan import pth as pth_mod
-from hybridsr.sdk.realesrgan.ncnn import parse_ncnn
-from hybridsr.sdk.realesrgan.pth import PthArch, convert_pth, detect_arch
-from hybridsr.sdk.realesrgan.weights import find_model_files
+from hybridsr.imaging.realesrgan import ModelFormatError, RealESRGAN, UnsafeCheckpointError
+from hybridsr.imaging.realesrgan import pth as pth_mod
+from hybridsr.imaging.realesrgan.ncnn import parse_ncnn
+from hybridsr.imaging.realesrgan.pth import PthArch, convert_pth, detect_arch
+from hybridsr.imaging.realesrgan.weights import find_model_files
 
 torch = pytest.importorskip("torch")
 skimage_data = pytest.importorskip("skimage.data")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridsr.sdk.saliency import (
+from hybridsr.imaging.saliency import (
     detail_energy,
     select_foreground,
     spectral_residual_saliency,
     tile_scores,
 )
-from hybridsr.sdk.tiles import Tile, tile_grid
+from hybridsr.imaging.tiles import Tile, tile_grid
 
 W, H, SIZE = 160, 128, 30
 

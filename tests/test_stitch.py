@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from synthetic import photo_like, pil_upscale
 
-from hybridsr.sdk.stitch import Stitcher, stitch, tile_weights
-from hybridsr.sdk.tiles import Tile, tile_grid, upscale_tile
+from hybridsr.imaging.stitch import Stitcher, stitch, tile_weights
+from hybridsr.imaging.tiles import Tile, tile_grid, upscale_tile
 
 RAMPS = ["cosine", "linear"]
 

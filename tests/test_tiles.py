@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from synthetic import photo_like, pil_upscale
 
-from hybridsr.sdk.tiles import Tile, crop_with_context, tile_grid, upscale_tile
+from hybridsr.imaging.tiles import Tile, crop_with_context, tile_grid, upscale_tile
 
 SIZES = [(64, 48), (70, 33), (33, 32), (31, 31), (100, 7), (257, 129), (1, 1), (56, 56)]
 GRIDS = [(32, 8), (16, 4), (16, 0), (8, 7)]

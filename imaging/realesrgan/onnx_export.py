@@ -250,7 +250,7 @@ def to_onnx(net: NcnnNet, graph_name: str = "realesrgan") -> onnx.ModelProto:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="hybridsr.sdk.realesrgan",
+        producer_name="hybridsr.imaging.realesrgan",
     )
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from hybridsr.sdk.tiles import Tile
+from hybridsr.imaging.tiles import Tile
 
 Ramp = Literal["cosine", "linear"]
 

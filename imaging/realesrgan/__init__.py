@@ -1,7 +1,7 @@
 """Real-ESRGAN on the device: ncnn weights converted to ONNX, run with onnxruntime.
 
 No torch and no ncnn at run time. See :class:`RealESRGAN` for the API and
-``hybridsr.sdk.realesrgan.ncnn`` / ``onnx_export`` for how the conversion is done.
+``hybridsr.imaging.realesrgan.ncnn`` / ``onnx_export`` for how the conversion is done.
 Official ``.pth`` checkpoints are converted by :func:`convert_pth` (needs torch, once).
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from hybridsr.sdk.tiles import Tile
+from hybridsr.imaging.tiles import Tile
 
 
 def _grey(img: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Device-side light super-resolution backends behind one small interface.
+"""Light super-resolution backends (device and edge) behind one small interface.
 
 A backend upscales a whole image or a tile crop; `context` says how many LR pixels of
 surroundings a tile needs so that tiled output equals whole-image output. The default is
@@ -47,7 +47,7 @@ class RealESRGANSR:
     """
 
     def __init__(self, model: str = "realesr-animevideov3", threads: int | None = None) -> None:
-        from hybridsr.sdk.realesrgan import RealESRGAN  # imports onnxruntime
+        from hybridsr.imaging.realesrgan import RealESRGAN  # imports onnxruntime
 
         self._cls = RealESRGAN
         self.name = model

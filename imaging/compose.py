@@ -10,11 +10,11 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image
 
+from hybridsr.imaging.colorfix import color_fix
+from hybridsr.imaging.lightsr import DeviceSR
+from hybridsr.imaging.stitch import Stitcher
+from hybridsr.imaging.tiles import Tile, crop_with_context, upscale_tile
 from hybridsr.protocol import Plan, TileSpec
-from hybridsr.sdk.colorfix import color_fix
-from hybridsr.sdk.devicesr import DeviceSR
-from hybridsr.sdk.stitch import Stitcher
-from hybridsr.sdk.tiles import Tile, crop_with_context, upscale_tile
 
 
 def plan_tiles(plan: Plan) -> list[Tile]:
