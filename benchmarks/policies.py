@@ -212,8 +212,8 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     with BackgroundEdge(config) as edge, edge_tile_clock() as arrivals:
         started = time.perf_counter() - t0
         server = edge.app[EDGE_KEY]
-        setup = {**_edge_device(server.device),
-                 "edge_light_sr": server.light.name if server.light else None,
+        info = server.backend.info()
+        setup = {**_edge_device(info.device), "edge_light_sr": info.light,
                  "device_sr": create_backend("auto", args.threads or None).name}
         print(f"  edge ready on {setup['edge_device']} in {started:.0f} s; light SR: edge "
               f"{setup['edge_light_sr']}, device {setup['device_sr']}", flush=True)

@@ -14,6 +14,7 @@ import warnings
 from aiohttp import web
 
 from hybridsr.server.app import create_app
+from hybridsr.server.backends import BACKENDS
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.edge import EDGE_KEY
 from hybridsr.server.logs import setup_logging
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model preset; 'tiny*' are random-weight offline models")
     serve.add_argument("--t2i", dest="t2i_model", help="T2I model id or local directory")
     serve.add_argument("--sr", dest="sr_model", help="x4 upscaler model id or local directory")
+    serve.add_argument("--backend", default=d.backend, choices=BACKENDS,
+                       help="where the models run: local (this process)")
     serve.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     serve.add_argument("--max-jobs", type=int, default=d.max_jobs)
     serve.add_argument("--tile", type=int, default=d.tile, help="LR tile size in pixels")

@@ -12,6 +12,7 @@ class EdgeConfig:
     preset: str = "tiny"
     t2i_model: str | None = None  # overrides the preset's T2I model id or directory
     sr_model: str | None = None  # overrides the preset's upscaler model id or directory
+    backend: str = "local"  # where the models run: "local" (this process)
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto"
     torch_threads: int | None = None  # CPU threads for the pipelines (None: torch's default)
     light_threads: int | None = None  # onnxruntime threads for edge light SR (None: default)

@@ -37,6 +37,7 @@ from hybridsr.protocol import (
     TileSpec,
     encode_image,
 )
+from hybridsr.server.backends import SRTile
 from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
 from hybridsr.server.models import JobCancelled
@@ -198,7 +199,7 @@ class EdgeJob:
         # 1. The LR image.
         if req.lr_image is None:
             t0 = time.perf_counter()
-            lr = await edge.text_to_image(
+            lr = await edge.backend.text_to_image(
                 req.prompt, req.negative_prompt, req.lr_width, req.lr_height, shape.steps,
                 req.seed, progress("t2i"), self.cancelled,
             )
@@ -268,35 +269,38 @@ class EdgeJob:
 
     async def _diffusion_tiles(self, lr: np.ndarray, tiles: list[Tile],
                                on_step: Callable[[int, int], None]) -> None:
-        req, edge = self.request, self.edge
+        edge = self.edge
         t0 = time.perf_counter()
         async with edge.phase("sr", bool(tiles)), _Outbox() as outbox:
             for start in range(0, len(tiles), edge.config.sr_batch):
                 batch = tiles[start : start + edge.config.sr_batch]
-                crops = [lr[t.y : t.y + t.h, t.x : t.x + t.w] for t in batch]
-                hr = await edge.super_resolve(
-                    crops, req.scale, req.prompt, req.negative_prompt, req.seed, on_step,
-                    self.cancelled,
-                )
+                hr = await edge.backend.super_resolve(
+                    [self._sr_tile(lr, t) for t in batch], on_step, self.cancelled)
                 # This batch is encoded and sent while the next one diffuses.
                 await outbox.put(self._send_tiles([t.index for t in batch], hr))
         self.timings["edge_sr"] = time.perf_counter() - t0
 
     async def _light_tiles(self, lr: np.ndarray, specs: list[TileSpec]) -> None:
         req, edge = self.request, self.edge
-        assert edge.light is not None
         t0 = time.perf_counter()
         async with edge.phase("light", bool(specs)), _Outbox() as outbox:
             for spec in specs:
                 if self.cancelled.is_set():
                     raise JobCancelled()
                 tile = Tile(spec.index, spec.x, spec.y, spec.w, spec.h)
-                patch, dx, dy = crop_with_context(lr, tile, edge.light.context)
-                big = await edge.light_tile(patch, req.scale, tile_px=tile.w * tile.h)
+                patch, dx, dy = crop_with_context(lr, tile, edge.backend.light_context)
+                big = await edge.backend.light_sr(patch, req.scale, tile_px=tile.w * tile.h)
                 s = req.scale
                 hr = big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s]
                 await outbox.put(self._send_tiles([spec.index], [hr]))
         self.timings["edge_light"] = time.perf_counter() - t0
+
+    def _sr_tile(self, lr: np.ndarray, tile: Tile) -> SRTile:
+        """A tile's diffusion-SR request; its seed is its own, so batch-mates don't matter."""
+        req = self.request
+        seed = None if req.seed is None else (req.seed + 7919 * tile.index) % 2**31
+        return SRTile(lr[tile.y : tile.y + tile.h, tile.x : tile.x + tile.w], req.scale,
+                      req.prompt, req.negative_prompt, seed, req.job_id)
 
     async def _send_tiles(self, indices: list[int], images: list[np.ndarray]) -> None:
         for index, image in zip(indices, images, strict=True):

@@ -24,7 +24,7 @@ class EdgeMetrics:
                                ["code"], registry=self.registry)
         self.active = Gauge("hybridsr_active_jobs", "Accepted, unfinished jobs",
                             registry=self.registry)
-        self.queue_depth = Gauge("hybridsr_queue_depth", "Calls waiting per pipeline worker",
+        self.queue_depth = Gauge("hybridsr_queue_depth", "Calls (sr: tiles) waiting per pipeline",
                                  ["worker"], registry=self.registry)
         self.stage = Histogram("hybridsr_stage_seconds", "Edge stage latency", ["stage"],
                                buckets=_BUCKETS, registry=self.registry)
@@ -43,6 +43,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
     edge = request.app[EDGE_KEY]
     m = edge.metrics
     m.active.set(edge.active_jobs)
-    m.queue_depth.labels("t2i").set(edge.t2i_worker.depth)
-    m.queue_depth.labels("sr").set(edge.sr_worker.depth)
+    load = edge.backend.load()
+    m.queue_depth.labels("t2i").set(load.t2i_waiting)
+    m.queue_depth.labels("sr").set(load.sr_tiles_waiting)
+    m.queue_depth.labels("light").set(load.light_waiting)
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

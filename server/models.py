@@ -102,18 +102,20 @@ class DiffusionSR:
         self,
         tiles: list[np.ndarray],
         scale: int,
-        prompt: str,
-        negative_prompt: str,
-        seed: int | None,
+        prompts: list[str],
+        negative_prompts: list[str],
+        seeds: list[int | None],
         on_step: StepCallback | None = None,
         cancelled: threading.Event | None = None,
     ) -> list[np.ndarray]:
+        """Every tile brings its own prompt and seed (its own generator), so its output does
+        not depend on which tiles share the call."""
         if cancelled is not None and cancelled.is_set():
             raise JobCancelled()
         steps = self.preset.sr_steps
         images = [Image.fromarray(t) for t in tiles]
-        prompts = [prompt] * len(images)
-        negatives = [negative_prompt] * len(images) if negative_prompt else None
+        negatives = list(negative_prompts) if any(negative_prompts) else None
+        generators = [_generator(seed) for seed in seeds]
         if self.backend == "upscaler":
             if scale != 4:
                 raise ValueError("the x4 upscaler only supports scale 4")
@@ -125,12 +127,12 @@ class DiffusionSR:
                     on_step(step + 1, steps)
 
             out = self.pipe(
-                prompt=prompts,
+                prompt=list(prompts),
                 negative_prompt=negatives,
                 image=images,
                 num_inference_steps=steps,
                 guidance_scale=self.preset.sr_guidance_scale,
-                generator=_generator(seed),
+                generator=generators,
                 callback=legacy_callback,
                 callback_steps=1,
             )
@@ -153,13 +155,13 @@ class DiffusionSR:
                 return kwargs
 
             out = self.pipe(
-                prompt=prompts,
+                prompt=list(prompts),
                 negative_prompt=negatives,
                 image=images,
                 strength=strength,
                 num_inference_steps=steps,
                 guidance_scale=self.preset.sr_guidance_scale,
-                generator=_generator(seed),
+                generator=generators,
                 callback_on_step_end=callback,
             )
         return [_to_array(im) for im in out.images]

@@ -243,7 +243,7 @@ async def test_a_failing_side_of_a_job_stops_the_other_before_its_error(edge, mo
         raise RuntimeError("light SR broke")
 
     monkeypatch.setattr(edge_job, "encode_image", slow_encode)
-    monkeypatch.setattr(server.light, "upscale", broken_light)
+    monkeypatch.setattr(server.backend.light, "upscale", broken_light)
     async with RawSession(edge.url) as session:
         await session.hello()
         frames = await session.job(_generate(job_id="half", width=256, height=256, seed=3,

@@ -1,0 +1,106 @@
+"""The seam between a job and the pipelines: one interface, one implementation per engine.
+
+`server/job.py` asks a `Backend` for T2I, diffusion SR of tiles and light SR, and reads its
+load and costs for the planner; it never touches a pipeline or a worker itself. `local` runs
+the pipelines in this process, one worker thread each.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from hybridsr.server.costs import EdgeCosts
+
+StepCallback = Callable[[int, int], None]  # (step done, total); called from any thread
+
+
+@dataclass(frozen=True)
+class SRTile:
+    """One LR tile to enhance, with everything that decides its pixels.
+
+    Prompt, seed and scale belong to the tile, not to a batch: a tile gives the same output
+    whichever tiles (of whichever jobs) share its pipeline call.
+    """
+
+    image: np.ndarray  # LR crop, HxWx3 uint8
+    scale: int
+    prompt: str
+    negative_prompt: str
+    seed: int | None
+    job_id: str = ""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the edge tells clients about its models."""
+
+    t2i: str
+    sr: str
+    device: str  # "cpu", "cuda", ... where the pipelines run
+    light: str  # the light-SR backend's name
+
+
+@dataclass(frozen=True)
+class BackendLoad:
+    """The backend's load as the planner sees it now."""
+
+    t2i_waiting: int = 0  # T2I calls queued behind the one running
+    sr_tiles_waiting: int = 0  # diffusion-SR tiles queued, over all jobs
+    light_waiting: int = 0  # light-SR calls queued
+
+
+class Backend(Protocol):
+    """Where the edge's models run. Every method may be called from the event loop at once
+    by many jobs; the backend serialises, batches and applies backpressure itself."""
+
+    name: str
+    costs: EdgeCosts  # the planner's edge cost model, refined by every call
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def info(self) -> BackendInfo: ...
+
+    def load(self) -> BackendLoad: ...
+
+    @property
+    def light_context(self) -> int:
+        """LR pixels of context a light-SR tile needs for seamless output."""
+        ...
+
+    async def text_to_image(
+        self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+        seed: int | None, on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
+    ) -> np.ndarray: ...
+
+    async def super_resolve(
+        self, tiles: list[SRTile], on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
+    ) -> list[np.ndarray]:
+        """Diffusion SR of one job's tiles; returns HR tiles of exactly scale × input size."""
+        ...
+
+    async def light_sr(self, crop: np.ndarray, scale: int, tile_px: int | None = None
+                       ) -> np.ndarray:
+        """Light SR of one LR crop (tile plus context); `tile_px` (the tile's own pixels)
+        teaches the cost model, None does not."""
+        ...
+
+
+BACKENDS = ("local",)
+
+
+def create_backend(name: str, config, preset) -> Backend:
+    """The backend an operator asked for (`--backend`)."""
+    if name == "local":
+        from hybridsr.server.backends.local import LocalBackend
+
+        return LocalBackend(config, preset)
+    raise ValueError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")

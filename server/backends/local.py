@@ -1,0 +1,138 @@
+"""The `local` backend: the pipelines in this process, one worker thread each.
+
+diffusers pipelines are not thread-safe, so T2I, diffusion SR and light SR each have one
+`PipelineWorker` (a bounded queue in front of a single thread). Every call is timed inside
+its worker, so queueing is never counted as compute, and teaches the cost model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from hybridsr.imaging.lightsr import DeviceSR, create_backend
+from hybridsr.server.backends import BackendInfo, BackendLoad, SRTile, StepCallback
+from hybridsr.server.config import EdgeConfig
+from hybridsr.server.costs import EdgeCosts
+from hybridsr.server.models import DiffusionSR, TextToImage, load_models
+from hybridsr.server.presets import Preset
+from hybridsr.server.workers import PipelineWorker
+
+T = TypeVar("T")
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, config: EdgeConfig, preset: Preset) -> None:
+        self.config = config
+        self.preset = preset
+        self.costs = EdgeCosts()
+        self.t2i: TextToImage | None = None
+        self.sr: DiffusionSR | None = None
+        self.light: DeviceSR | None = None
+        self.device = "cpu"
+        self.t2i_worker = PipelineWorker("t2i", max_queue=config.max_jobs)
+        self.sr_worker = PipelineWorker("sr", max_queue=config.max_jobs)
+        self.light_worker = PipelineWorker("light", max_queue=config.max_jobs * 64)
+
+    async def start(self) -> None:
+        self.t2i, self.sr, self.device = await asyncio.to_thread(
+            load_models, self.preset, self.config.device
+        )
+        if self.config.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
+        # Light SR on the edge: the same runtime as on the device (Real-ESRGAN, else Lanczos).
+        self.light = await asyncio.to_thread(create_backend, "auto", self.config.light_threads)
+        for worker in (self.t2i_worker, self.sr_worker, self.light_worker):
+            worker.start()
+
+    async def close(self) -> None:
+        for worker in (self.t2i_worker, self.sr_worker, self.light_worker):
+            await worker.stop()
+
+    def info(self) -> BackendInfo:
+        assert self.t2i is not None and self.sr is not None and self.light is not None
+        return BackendInfo(t2i=self.t2i.name, sr=self.sr.name, device=self.device,
+                           light=self.light.name)
+
+    def load(self) -> BackendLoad:
+        return BackendLoad(t2i_waiting=self.t2i_worker.depth,
+                           sr_tiles_waiting=self.sr_worker.depth * self.config.sr_batch,
+                           light_waiting=self.light_worker.depth)
+
+    @property
+    def light_context(self) -> int:
+        assert self.light is not None
+        return self.light.context
+
+    async def text_to_image(
+        self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+        seed: int | None, on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
+    ) -> np.ndarray:
+        assert self.t2i is not None
+        t2i = self.t2i
+        image, seconds = await self.t2i_worker.call(_timed(
+            lambda: t2i(prompt, negative_prompt, width, height, steps, seed, on_step, cancelled)
+        ))
+        if observe:
+            self.costs.observe_t2i(seconds, steps, width * height)
+        return image
+
+    async def super_resolve(
+        self, tiles: list[SRTile], on_step: StepCallback | None = None,
+        cancelled: threading.Event | None = None, observe: bool = True,
+    ) -> list[np.ndarray]:
+        assert self.sr is not None
+        sr, m = self.sr, self.preset.size_multiple
+        padded = [_pad_to_multiple(t.image, m) for t in tiles]
+        (scale,) = {t.scale for t in tiles}  # one scale per pipeline call
+        prompts = [t.prompt for t in tiles]
+        negatives = [t.negative_prompt for t in tiles]
+        seeds = [t.seed for t in tiles]
+        out, seconds = await self.sr_worker.call(_timed(
+            lambda: sr(padded, scale, prompts, negatives, seeds, on_step, cancelled)
+        ))
+        if observe:
+            px = max(t.image.shape[0] * t.image.shape[1] for t in tiles)
+            self.costs.observe_sr(seconds, len(tiles), px)
+        return [
+            o[: t.image.shape[0] * t.scale, : t.image.shape[1] * t.scale]
+            for o, t in zip(out, tiles, strict=True)
+        ]
+
+    async def light_sr(self, crop: np.ndarray, scale: int, tile_px: int | None = None
+                       ) -> np.ndarray:
+        assert self.light is not None
+        light = self.light
+        image, seconds = await self.light_worker.call(_timed(lambda: light.upscale(crop, scale)))
+        if tile_px:
+            self.costs.observe_light(seconds, tile_px)
+        return image
+
+
+def _timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
+    """Time `fn` inside the worker thread, so queueing is not counted as compute."""
+
+    def run() -> tuple[T, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
+
+    return run
+
+
+def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:
+    h, w = tile.shape[:2]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return tile
+    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="edge")
