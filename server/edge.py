@@ -57,6 +57,7 @@ class Edge:
         self.jobs_completed = 0
         self.draining = False
         self.metrics = EdgeMetrics()
+        self.backend.on_sr_call = self.metrics.sr_call
         self.websockets: set[web.WebSocketResponse] = set()  # closed on shutdown
         self.jobs: dict[str, EdgeJob] = {}  # by job id, running or finished within the TTL
         self.tasks: set[asyncio.Task] = set()  # jobs outlive the sessions that started them

@@ -167,6 +167,11 @@ class EdgeJob:
         # 0. What the planner knows: measured costs, this device, this link, the edge's load.
         costs = Costs(edge.costs, DeviceCosts.from_client(self.device, req.stats),
                       LinkCosts.from_client(req.stats))
+        def sr_ahead() -> int | None:
+            """Tiles ahead of ours when the backend batches across jobs (else None)."""
+            load = edge.backend.load()
+            return load.sr_tiles_waiting + load.sr_tiles_running if load.sr_shared else None
+
         def shape_for(scale: int) -> JobShape:
             lr_w, lr_h = req.lr_width * req.scale // scale, req.lr_height * req.scale // scale
             if req.policy == "direct-hr":  # one tile, no SR: the T2I output is the final image
@@ -177,7 +182,7 @@ class EdgeJob:
                 kind=req.kind, lr_width=lr_w, lr_height=lr_h, scale=scale, steps=req.steps,
                 tiles=tiles, sr_batch=cfg.sr_batch, sr_load=edge.in_phase["sr"],
                 light_load=edge.in_phase["light"], queue_wait_s=edge.queue_wait(),
-                bytes_per_px=edge.bytes_per_px,
+                bytes_per_px=edge.bytes_per_px, sr_tiles_ahead=sr_ahead(),
             )
 
         if req.kind == "generate" and not req.scale_given and req.policy != "direct-hr":
@@ -212,6 +217,7 @@ class EdgeJob:
         t0 = time.perf_counter()
         shape.queue_wait_s = 0.0  # from here on we are running
         shape.sr_load, shape.light_load = edge.in_phase["sr"], edge.in_phase["light"]
+        shape.sr_tiles_ahead = sr_ahead()
 
         def decide():
             scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]

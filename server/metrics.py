@@ -13,6 +13,7 @@ from prometheus_client import (
 )
 
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_COUNT_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class EdgeMetrics:
@@ -32,6 +33,17 @@ class EdgeMetrics:
                              ["destination"], registry=self.registry)
         self.sessions = Gauge("hybridsr_sessions", "Open WebSocket sessions",
                               registry=self.registry)
+        self.sr_batch_tiles = Histogram("hybridsr_sr_batch_tiles",
+                                        "Tiles per diffusion-SR pipeline call",
+                                        buckets=_COUNT_BUCKETS, registry=self.registry)
+        self.sr_batch_jobs = Histogram("hybridsr_sr_batch_jobs",
+                                       "Distinct jobs per diffusion-SR pipeline call",
+                                       buckets=_COUNT_BUCKETS, registry=self.registry)
+
+    def sr_call(self, tiles: int, jobs: int) -> None:
+        """One diffusion-SR pipeline call of `tiles` tiles from `jobs` jobs."""
+        self.sr_batch_tiles.observe(tiles)
+        self.sr_batch_jobs.observe(jobs)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

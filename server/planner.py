@@ -37,6 +37,10 @@ class JobShape:
     tiles: Sequence[Tile]
     sr_batch: int = 4
     sr_load: int = 0  # other jobs in their diffusion-SR phase: they share that worker
+    # With cross-job batching (the backend packs tiles of all jobs into shared calls): the
+    # diffusion-SR tiles ahead of this job, queued and running. None: no cross-job batching,
+    # each job's calls are its own and `sr_load` jobs take turns.
+    sr_tiles_ahead: int | None = None
     light_load: int = 0  # other jobs with edge light SR in progress: they share that worker
     queue_wait_s: float = 0.0
     bytes_per_px: float = DEFAULT_BYTES_PER_PX
@@ -87,9 +91,13 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     busy, clock = 0.0, plan_sent
     for start in range(0, len(diffusion), max(1, shape.sr_batch)):
         batch = diffusion[start : start + shape.sr_batch]
-        cost = e.sr_batch(len(batch), max(t.w * t.h for t in batch))
+        px = max(t.w * t.h for t in batch)
+        cost = e.sr_batch(len(batch), px)
         busy += cost
-        clock += cost * sr_share
+        if shape.sr_tiles_ahead is None:
+            clock += cost * sr_share
+        else:
+            clock += shared_sr_round(e, shape.sr_tiles_ahead, len(batch), shape.sr_batch, px)
         ready += [(clock, t.w * t.h * shape.scale**2) for t in batch]
     clock = plan_sent  # light SR runs on its own worker, beside diffusion SR
     for t in light:
@@ -114,6 +122,18 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     total = max(edge_done, device_done) + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
     return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
                       busy + t2i)
+
+
+def shared_sr_round(e: EdgeCosts, ahead: int, own: int, batch: int, tile_px: int) -> float:
+    """Seconds until `own` tiles are done behind `ahead` other tiles, with cross-job batching:
+    every tile takes the next free place in a call of up to `batch` tiles, whoever's it is.
+
+    What a job waits for is the tiles ahead of it, not the jobs ahead times their batches:
+    tiles of many jobs share a call, and a call of 16 costs little more than one on a GPU.
+    """
+    batch, total = max(1, batch), max(0, ahead) + own
+    full, rest = divmod(total, batch)
+    return full * e.sr_batch(batch, tile_px) + (e.sr_batch(rest, tile_px) if rest else 0.0)
 
 
 def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,

@@ -17,6 +17,7 @@ import numpy as np
 from hybridsr.server.costs import EdgeCosts
 
 StepCallback = Callable[[int, int], None]  # (step done, total); called from any thread
+SRCallObserver = Callable[[int, int], None]  # (tiles, distinct jobs) of one SR pipeline call
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class BackendLoad:
     t2i_waiting: int = 0  # T2I calls queued behind the one running
     sr_tiles_waiting: int = 0  # diffusion-SR tiles queued, over all jobs
     light_waiting: int = 0  # light-SR calls queued
+    sr_tiles_running: int = 0  # diffusion-SR tiles in the calls running now
+    sr_shared: bool = False  # whether SR calls are shared by tiles of different jobs
 
 
 class Backend(Protocol):
@@ -60,6 +63,7 @@ class Backend(Protocol):
 
     name: str
     costs: EdgeCosts  # the planner's edge cost model, refined by every call
+    on_sr_call: SRCallObserver | None  # set by the edge: called once per SR pipeline call
 
     async def start(self) -> None: ...
 

@@ -1,8 +1,9 @@
 """The `local` backend: the pipelines in this process, one worker thread each.
 
-diffusers pipelines are not thread-safe, so T2I, diffusion SR and light SR each have one
-`PipelineWorker` (a bounded queue in front of a single thread). Every call is timed inside
-its worker, so queueing is never counted as compute, and teaches the cost model.
+diffusers pipelines are not thread-safe, so T2I and light SR each have one `PipelineWorker`
+(a bounded queue in front of a single thread), and diffusion SR has an `SRBatcher` (a queue
+that packs tiles of different jobs into shared calls, and one thread). Every call is timed
+inside its thread, so queueing is never counted as compute, and teaches the cost model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import TypeVar
 import numpy as np
 
 from hybridsr.imaging.lightsr import DeviceSR, create_backend
-from hybridsr.server.backends import BackendInfo, BackendLoad, SRTile, StepCallback
+from hybridsr.server.backends import (
+    BackendInfo,
+    BackendLoad,
+    SRCallObserver,
+    SRTile,
+    StepCallback,
+)
+from hybridsr.server.backends.batching import SRBatcher
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.costs import EdgeCosts
 from hybridsr.server.models import DiffusionSR, TextToImage, load_models
@@ -38,7 +46,8 @@ class LocalBackend:
         self.light: DeviceSR | None = None
         self.device = "cpu"
         self.t2i_worker = PipelineWorker("t2i", max_queue=config.max_jobs)
-        self.sr_worker = PipelineWorker("sr", max_queue=config.max_jobs)
+        self.sr_batcher: SRBatcher | None = None  # made in start(), around the pipeline
+        self.on_sr_call: SRCallObserver | None = None  # (tiles, jobs) of every SR call
         self.light_worker = PipelineWorker("light", max_queue=config.max_jobs * 64)
 
     async def start(self) -> None:
@@ -51,12 +60,17 @@ class LocalBackend:
             torch.set_num_threads(self.config.torch_threads)
         # Light SR on the edge: the same runtime as on the device (Real-ESRGAN, else Lanczos).
         self.light = await asyncio.to_thread(create_backend, "auto", self.config.light_threads)
-        for worker in (self.t2i_worker, self.sr_worker, self.light_worker):
+        c = self.config
+        self.sr_batcher = SRBatcher(self.sr, c.sr_batch, c.sr_batch_wait_ms / 1000,
+                                    cross_job=c.cross_job_batching,
+                                    max_requests=c.max_jobs * 2, on_call=self._sr_call_done)
+        for worker in (self.t2i_worker, self.sr_batcher, self.light_worker):
             worker.start()
 
     async def close(self) -> None:
-        for worker in (self.t2i_worker, self.sr_worker, self.light_worker):
-            await worker.stop()
+        for worker in (self.t2i_worker, self.sr_batcher, self.light_worker):
+            if worker is not None:
+                await worker.stop()
 
     def info(self) -> BackendInfo:
         assert self.t2i is not None and self.sr is not None and self.light is not None
@@ -64,9 +78,12 @@ class LocalBackend:
                            light=self.light.name)
 
     def load(self) -> BackendLoad:
+        sr = self.sr_batcher
         return BackendLoad(t2i_waiting=self.t2i_worker.depth,
-                           sr_tiles_waiting=self.sr_worker.depth * self.config.sr_batch,
-                           light_waiting=self.light_worker.depth)
+                           sr_tiles_waiting=sr.tiles_waiting if sr else 0,
+                           light_waiting=self.light_worker.depth,
+                           sr_tiles_running=sr.tiles_running if sr else 0,
+                           sr_shared=self.config.cross_job_batching)
 
     @property
     def light_context(self) -> int:
@@ -91,23 +108,24 @@ class LocalBackend:
         self, tiles: list[SRTile], on_step: StepCallback | None = None,
         cancelled: threading.Event | None = None, observe: bool = True,
     ) -> list[np.ndarray]:
-        assert self.sr is not None
-        sr, m = self.sr, self.preset.size_multiple
+        assert self.sr_batcher is not None
+        m = self.preset.size_multiple
         padded = [_pad_to_multiple(t.image, m) for t in tiles]
-        (scale,) = {t.scale for t in tiles}  # one scale per pipeline call
-        prompts = [t.prompt for t in tiles]
-        negatives = [t.negative_prompt for t in tiles]
-        seeds = [t.seed for t in tiles]
-        out, seconds = await self.sr_worker.call(_timed(
-            lambda: sr(padded, scale, prompts, negatives, seeds, on_step, cancelled)
-        ))
-        if observe:
-            px = max(t.image.shape[0] * t.image.shape[1] for t in tiles)
-            self.costs.observe_sr(seconds, len(tiles), px)
+        out = await self.sr_batcher.submit(tiles, padded, on_step, cancelled, observe)
         return [
             o[: t.image.shape[0] * t.scale, : t.image.shape[1] * t.scale]
             for o, t in zip(out, tiles, strict=True)
         ]
+
+    def _sr_call_done(self, tiles: int, jobs: int, seconds: float, tile_px: int,
+                      observe: bool) -> None:
+        """One diffusion-SR pipeline call ended: teach the cost model, tell the metrics
+        (not for the edge's own start-up measurements, which pass observe=False)."""
+        if not observe:
+            return
+        self.costs.observe_sr(seconds, tiles, tile_px)
+        if self.on_sr_call is not None:
+            self.on_sr_call(tiles, jobs)
 
     async def light_sr(self, crop: np.ndarray, scale: int, tile_px: int | None = None
                        ) -> np.ndarray:
