@@ -17,6 +17,12 @@ A job's timeline is the one `predict()` walks, so one job on an idle edge finish
 when `predict()` says (tests/test_simulate.py); under load the workers' queues, not the
 planner's per-worker sharing factors (`sr_load`, `light_load`), decide when work runs.
 
+Scale-out (`Scenario.replicas`, `Scenario.batching`): the edge may hold R replicas of the
+three workers, each call going to the least-loaded one (as a Serve router does), and with
+cross-job batching the diffusion-SR worker is a `BatchWorker`: a FIFO of tiles from every
+job, each call taking up to `sr_batch` of them after waiting at most `batch_wait_s`, as
+`server/backends/batching.py` does. `benchmarks/scale.py` sweeps both.
+
 Rows: `scenario`, `policy`, `latency_s` (mean end-to-end, device sends the request → final
 image), p50/p95, jobs per minute, edge busy-seconds and bytes down per job, the planner's
 prediction made at plan time (`predicted_s`, same span as `latency_s`) and its error.
@@ -161,6 +167,11 @@ class Worker:
     def depth(self) -> int:
         return len(self.queue)
 
+    @property
+    def load(self) -> int:
+        """Calls queued or running: what a router compares."""
+        return len(self.queue) + self.busy
+
     def submit(self, seconds: float, done: Callable[[], None]) -> None:
         self.queue.append((seconds, done))
         if not self.busy:
@@ -192,19 +203,144 @@ class Downlink:
         self.sim.at(self.free_at + self.link.rtt_s / 2, delivered)
 
 
+@dataclass(eq=False)
+class _Lot:
+    """One job's diffusion-SR request to a `BatchWorker`."""
+
+    job: int
+    tiles: int
+    tile_px: int
+    done: Callable[[], None]
+    arrived: float
+    taken: int = 0
+    finished: int = 0
+
+
+class BatchWorker:
+    """Diffusion SR with cross-job batching: a FIFO of tiles from every job; each call takes
+    up to `batch` of them, whoever's, after waiting at most `wait_s` from the oldest one's
+    arrival (as `server/backends/batching.py`). A lot is done when its last tile is."""
+
+    def __init__(self, sim: Sim, cost: Callable[[int, int], float], batch: int,
+                 wait_s: float, calls: list[tuple[int, int]]) -> None:
+        self.sim, self.cost, self.batch, self.wait_s = sim, cost, max(1, batch), wait_s
+        self.calls = calls  # (tiles, distinct jobs) of every call
+        self.queue: deque[_Lot] = deque()
+        self.busy = False
+        self.busy_s = 0.0
+        self.running = 0  # tiles in the call running now
+        self._timer_at: float | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(lot.tiles - lot.taken for lot in self.queue)
+
+    @property
+    def load(self) -> int:
+        """Tiles queued or running: what a router compares."""
+        return self.waiting + self.running
+
+    def submit_lot(self, job: int, tiles: int, tile_px: int, done: Callable[[], None]) -> None:
+        self.queue.append(_Lot(job, tiles, tile_px, done, self.sim.now))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.busy or not self.queue:
+            return
+        deadline = self.queue[0].arrived + self.wait_s
+        if self.waiting < self.batch and self.sim.now < deadline:
+            if self._timer_at != deadline:  # wake up when the oldest tile has waited enough
+                self._timer_at = deadline
+                self.sim.at(deadline, self._kick)
+            return
+        self._start()
+
+    def _start(self) -> None:
+        parts, room = [], self.batch
+        while self.queue and room > 0:
+            lot = self.queue[0]
+            n = min(room, lot.tiles - lot.taken)
+            lot.taken += n
+            room -= n
+            parts.append((lot, n))
+            if lot.taken == lot.tiles:
+                self.queue.popleft()
+        tiles = self.batch - room
+        seconds = self.cost(tiles, max(lot.tile_px for lot, _ in parts))
+        self.calls.append((tiles, len({lot.job for lot, _ in parts})))
+        self.busy, self.running = True, tiles
+        self.busy_s += seconds
+
+        def finish() -> None:
+            self.busy, self.running = False, 0
+            for lot, n in parts:
+                lot.finished += n
+                if lot.finished == lot.tiles:
+                    lot.done()
+            self._kick()
+
+        self.sim.at(self.sim.now + seconds, finish)
+
+
+@dataclass
+class Replica:
+    """One copy of the edge's workers (a Serve replica holds all three pipelines)."""
+
+    t2i: Worker
+    diffusion: Worker | BatchWorker
+    light: Worker
+
+
 @dataclass
 class Edge:
     sim: Sim
-    t2i: Worker
-    diffusion: Worker
-    light: Worker
+    replicas: list[Replica]
+    batching: bool = False
     active: int = 0
     in_sr: int = 0  # jobs with diffusion batches still to run (the planner's `sr_load`)
     in_light: int = 0  # jobs with edge light tiles still to run (`light_load`)
+    sr_calls: list[tuple[int, int]] = field(default_factory=list)  # (tiles, jobs) per call
 
     @classmethod
-    def create(cls, sim: Sim) -> Edge:
-        return cls(sim, Worker(sim), Worker(sim), Worker(sim))
+    def create(cls, sim: Sim, replicas: int = 1, batching: bool = False,
+               sr_cost: Callable[[int, int], float] | None = None, sr_batch: int = 4,
+               batch_wait_s: float = 0.0) -> Edge:
+        edge = cls(sim, [], batching)
+        for _ in range(max(1, replicas)):
+            diffusion: Worker | BatchWorker = Worker(sim)
+            if batching:
+                assert sr_cost is not None
+                diffusion = BatchWorker(sim, sr_cost, sr_batch, batch_wait_s, edge.sr_calls)
+            edge.replicas.append(Replica(Worker(sim), diffusion, Worker(sim)))
+        return edge
+
+    @property
+    def t2i(self) -> Worker:
+        return self.route("t2i")
+
+    @property
+    def diffusion(self) -> Worker | BatchWorker:
+        return self.route("diffusion")
+
+    @property
+    def light(self) -> Worker:
+        return self.route("light")
+
+    def route(self, kind: str):
+        """The least-loaded replica's worker of `kind` (ties: the first)."""
+        return min((getattr(r, kind) for r in self.replicas), key=lambda w: w.load)
+
+    def per_replica(self, n: float) -> int:
+        """A load over all replicas, as one replica sees it (the planner's view)."""
+        return math.ceil(n / len(self.replicas))
+
+    def t2i_waiting(self) -> int:
+        return self.per_replica(sum(r.t2i.depth for r in self.replicas))
+
+    def sr_tiles_ahead(self) -> int | None:
+        if not self.batching:
+            return None
+        return self.per_replica(sum(r.diffusion.load for r in self.replicas))
 
 
 @dataclass
@@ -230,11 +366,12 @@ class JobRecord:
 
 
 def job_shape(profile: Profile, sr_load: int = 0, light_load: int = 0,
-              queue_wait_s: float = 0.0) -> JobShape:
+              queue_wait_s: float = 0.0, sr_tiles_ahead: int | None = None) -> JobShape:
     return JobShape(kind="generate", lr_width=profile.lr_width, lr_height=profile.lr_height,
                     scale=profile.scale, steps=profile.steps, tiles=profile.tiles(),
                     sr_batch=profile.sr_batch, sr_load=sr_load, light_load=light_load,
-                    queue_wait_s=queue_wait_s, bytes_per_px=profile.bytes_per_px)
+                    queue_wait_s=queue_wait_s, bytes_per_px=profile.bytes_per_px,
+                    sr_tiles_ahead=sr_tiles_ahead)
 
 
 def tile_scores(n: int, fg_share: float, threshold: float, rng: random.Random) -> list[float]:
@@ -271,8 +408,10 @@ class Device:
     def _arrive(self, record: JobRecord) -> None:
         edge, profile = self.edge, self.profile
         record.edge_load_seen = edge.active
-        shape = job_shape(profile, edge.in_sr, edge.in_light,
-                          edge.t2i.depth * self.planner.edge.service_s)
+        shape = job_shape(profile, edge.per_replica(edge.in_sr),
+                          edge.per_replica(edge.in_light),
+                          edge.t2i_waiting() * self.planner.edge.service_s,
+                          edge.sr_tiles_ahead())
         edge.active += 1
         arrived = self.sim.now
         t2i = self.truth.edge.t2i(profile.steps, shape.lr_px)
@@ -281,7 +420,10 @@ class Device:
 
     def _plan(self, record: JobRecord, shape: JobShape, arrived: float) -> None:
         shape.queue_wait_s = 0.0  # as the real edge: from here on we are running
-        shape.sr_load, shape.light_load = self.edge.in_sr, self.edge.in_light
+        edge = self.edge
+        shape.sr_load, shape.light_load = edge.per_replica(edge.in_sr), \
+            edge.per_replica(edge.in_light)
+        shape.sr_tiles_ahead = edge.sr_tiles_ahead()
         scores = self.scores()
         record.foreground = [s >= self.profile.threshold for s in scores]
         placement = place(self.policy, scores, self.profile.threshold, shape, self.planner)
@@ -340,7 +482,12 @@ class Device:
                 self.edge.in_sr -= 1
             self._diffusion_batches(record, rest, state)
 
-        self.edge.diffusion.submit(cost, done)
+        worker = self.edge.diffusion
+        if isinstance(worker, BatchWorker):
+            worker.submit_lot(id(record), len(batch), max(t.w * t.h for t in batch), done)
+        else:
+            self.edge.sr_calls.append((len(batch), 1))
+            worker.submit(cost, done)
 
     def _light_tiles(self, record: JobRecord, tiles: list[Tile], state: dict) -> None:
         if not tiles:
@@ -400,6 +547,9 @@ class Scenario:
     seed: int = 0
     truth: Costs | None = None  # the real costs, where the planner's belief differs
     scores: tuple[tuple[float, ...], ...] | None = None  # fixed per-job scores, cycled
+    replicas: int = 1  # copies of the edge's workers, each call to the least-loaded one
+    batching: bool = False  # cross-job batching of diffusion-SR tiles
+    batch_wait_s: float = 0.0  # how long a call may wait to fill (with batching)
 
     def costs(self) -> Costs:
         p = self.profile
@@ -409,10 +559,16 @@ class Scenario:
 
 def simulate(scenario: Scenario) -> list[JobRecord]:
     """Run one scenario to the end; every job's record, in submission order."""
+    return simulate_edge(scenario)[0]
+
+
+def simulate_edge(scenario: Scenario) -> tuple[list[JobRecord], Edge]:
+    """`simulate`, and the edge it ran on (its SR calls: tiles and jobs per call)."""
     sim = Sim()
-    edge = Edge.create(sim)
     planner = scenario.costs()
     truth = scenario.truth or planner
+    edge = Edge.create(sim, scenario.replicas, scenario.batching, truth.edge.sr_batch,
+                       scenario.profile.sr_batch, scenario.batch_wait_s)
     rng = random.Random(scenario.seed)
     n = len(scenario.profile.tiles())
     fixed = list(scenario.scores or ())
@@ -429,7 +585,7 @@ def simulate(scenario: Scenario) -> list[JobRecord]:
                         scenario.jobs_per_device, scenario.think_s, scores, records)
         sim.at(0.0, device.submit)
     sim.run()
-    return records
+    return records, edge
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -97,7 +97,11 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
         if shape.sr_tiles_ahead is None:
             clock += cost * sr_share
         else:
-            clock += shared_sr_round(e, shape.sr_tiles_ahead, len(batch), shape.sr_batch, px)
+            # Ahead of each batch: a batch of every other job in its SR phase (they take
+            # turns), and never fewer than the tiles queued and running now.
+            turn = (sr_share - 1) * len(batch)
+            ahead = max(turn, shape.sr_tiles_ahead) if start == 0 else turn
+            clock += shared_sr_round(e, ahead, len(batch), shape.sr_batch, px)
         ready += [(clock, t.w * t.h * shape.scale**2) for t in batch]
     clock = plan_sent  # light SR runs on its own worker, beside diffusion SR
     for t in light:

@@ -192,3 +192,26 @@ def test_latency_budget_picks_the_scale():
     assert choose_scale(2048, 2048, [2, 3, 4], 8, shape_for, c, 1e-6, "hybrid") == 4
     assert choose_scale(2048, 2048, [2, 3, 4], 8, shape_for, c, None, "hybrid") == 4
     assert choose_scale(2040, 2040, [2, 3, 4], 8, shape_for, c, 1e9, "hybrid") == 3  # 2040/16 ∉ ℕ
+
+
+def test_with_cross_job_batching_a_job_waits_for_the_tiles_ahead_not_the_jobs_ahead():
+    """Seven jobs with two diffusion tiles each wait ahead of a new one with two. Taking turns,
+    that is eight calls of two tiles; packed into shared calls of 16, it is one call."""
+    c = costs(sr_batch_base_s=0.4, sr_s_per_tile_px=1e-6)  # launch-bound, like a GPU
+    placement = [EDGE_DIFFUSION if i < 2 else DEVICE_LIGHT for i in range(len(TILES))]
+    px = TILES[0].w * TILES[0].h
+    one_call = c.edge.sr_batch(16, px)
+    turns = predict(shape(sr_batch=16, sr_load=7), c, placement)
+    packed = predict(shape(sr_batch=16, sr_load=7, sr_tiles_ahead=14), c, placement)
+    idle = predict(shape(sr_batch=16), c, placement)
+    sr_done = {name: p.edge_done - p.plan_sent for name, p in
+               (("turns", turns), ("packed", packed), ("idle", idle))}
+    assert sr_done["turns"] - sr_done["idle"] == pytest.approx(7 * c.edge.sr_batch(2, px))
+    assert sr_done["packed"] - sr_done["idle"] == pytest.approx(
+        one_call - c.edge.sr_batch(2, px))
+    assert sr_done["packed"] < sr_done["turns"] / 3
+    # A call that overflows: 15 ahead + 2 own tiles is one full call and one of a single tile.
+    over = predict(shape(sr_batch=16, sr_tiles_ahead=15), c, placement)
+    assert over.edge_done - over.plan_sent - (sr_done["idle"] - c.edge.sr_batch(2, px)) == \
+        pytest.approx(one_call + c.edge.sr_batch(1, px))
+    assert packed.edge_busy == idle.edge_busy  # the job adds its own tiles' work only

@@ -87,3 +87,55 @@ def test_foreground_share_and_summary_rows():
     assert row["fg_diffused"] and row["jobs"] == 4
     assert sim.percentile([1.0, 2.0, 3.0], 50) == 2.0
     assert EDGE_DIFFUSION == ("edge", "diffusion")
+
+
+# --- scale-out: replicas and cross-job batching (benchmarks/scale.py drives these) ---------
+
+import scale  # noqa: E402
+
+# A GPU-like SR call: the fixed part dominates, so packing tiles of many jobs pays.
+LAUNCH_BOUND = replace(SMALL, name="launch-bound", sr_batch=16, fg_share=0.2,
+                       edge=EdgeCosts(sr_batch_base_s=0.5, sr_s_per_tile_px=1e-6))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_batching_alone_on_an_idle_edge_still_finishes_when_predict_says(replicas):
+    scenario = sim.Scenario("one", SMALL, "split-device", sim.link_costs("wifi"), 1, 1,
+                            seed=5, replicas=replicas, batching=True)
+    (record,) = sim.simulate(scenario)
+    scores = sim.tile_scores(len(SMALL.tiles()), SMALL.fg_share, SMALL.threshold,
+                             random.Random(5))
+    shape, costs = sim.job_shape(SMALL, sr_tiles_ahead=0), scenario.costs()
+    expected = predict(shape, costs, place("split-device", scores, SMALL.threshold, shape,
+                                           costs))
+    assert record.latency == pytest.approx(expected.total, rel=1e-12)
+
+
+def test_cross_job_batching_packs_tiles_of_several_jobs_into_one_call():
+    def run(batching: bool):
+        scenario = sim.Scenario("b", LAUNCH_BOUND, "split-device", sim.link_costs("lan"), 8,
+                                3, seed=1, batching=batching, batch_wait_s=0.002)
+        records, edge = sim.simulate_edge(scenario)
+        return sim.summarise(scenario, records), edge.sr_calls
+
+    (off, off_calls), (on, on_calls) = run(False), run(True)
+    assert all(jobs == 1 for _, jobs in off_calls)
+    assert max(tiles for tiles, _ in on_calls) <= LAUNCH_BOUND.sr_batch
+    assert sum(jobs for _, jobs in on_calls) / len(on_calls) > 2
+    assert sum(t for t, _ in on_calls) == sum(t for t, _ in off_calls)  # same work, fewer calls
+    assert on["jobs_per_min"] > 1.5 * off["jobs_per_min"] and on["p95_s"] < off["p95_s"]
+
+
+def test_replicas_multiply_throughput_and_scale_rows_carry_the_goals():
+    rows, goals = scale.sim_part(SMALL, ["edge-diffusion-all"], jobs=2, wait_s=0.0,
+                                 replicas=(1, 2), devices=(4, 8))
+    assert len(rows) == 2 * 2 * 2
+    for row in rows:
+        assert set(scale.ROW_KEYS) <= set(row) and row["backend"] == "sim"
+    by = {(r["replicas"], r["devices"], r["batching"]): r for r in rows}
+    for batching in (False, True):
+        assert by[2, 8, batching]["jobs_per_min"] > 1.6 * by[1, 4, batching]["jobs_per_min"]
+    for goal in goals["replicas"]:
+        assert goal["replicas"] == 2 and goal["met"] and goal["ratio"] >= 1.6
+    (batching,) = goals["batching"]
+    assert batching["ratio"] > 0 and "per" in batching["why"]
