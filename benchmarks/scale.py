@@ -55,7 +55,7 @@ ROW_KEYS = ("scenario", "backend", "replicas", "devices", "batching", "jobs_per_
 @dataclass
 class RealSettings:
     devices: int = 8
-    jobs: int = 3  # per device, back to back
+    jobs: int = 6  # per device, back to back
     size: int = 192  # output width and height (tiny preset: LR 48², 4 tiles of 32²)
     policy: str = "edge-diffusion-all"  # every tile through the edge's SR
     preset: str = "tiny"
@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fewer jobs per device (under 5 minutes on 2 cores)")
     parser.add_argument("--json", type=Path, help="write {'runs', 'sim', 'goals', 'meta'}")
     parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--jobs", type=int, help="jobs per device (default 3, full 8)")
+    parser.add_argument("--jobs", type=int, help="jobs per device (--quick 6, else 12)")
     parser.add_argument("--size", type=int, default=192, help="output width and height")
     parser.add_argument("--sr-batch", type=int, default=8)
     parser.add_argument("--sr-batch-wait-ms", type=float, default=5.0)
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
 
-    settings = RealSettings(devices=args.devices, jobs=args.jobs or (3 if args.quick else 8),
+    settings = RealSettings(devices=args.devices, jobs=args.jobs or (6 if args.quick else 12),
                             size=args.size, policy=args.policy, sr_batch=args.sr_batch,
                             wait_ms=args.sr_batch_wait_ms)
     runs = [] if args.no_real else [real_run(b, r, batching, settings)
