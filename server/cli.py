@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         print("hybridsr-edge: error: --overlap must be >= 0 and smaller than --tile",
               file=sys.stderr)
         return 2
+    if config.sr_batch < 1 or not 0 <= config.sr_batch_wait_ms <= 10_000:
+        print("hybridsr-edge: error: --sr-batch must be >= 1 and --sr-batch-wait-ms "
+              "between 0 and 10000", file=sys.stderr)
+        return 2
     try:
         context = (server_ssl_context(config.tls_cert, config.tls_key)
                    if config.tls_cert else None)

@@ -150,3 +150,16 @@ async def test_without_cross_job_batching_each_call_holds_one_job():
     calls, tiles, jobs = _per_call(before, after)
     assert not any(r.degraded for r in results)
     assert calls >= 3 and jobs == 1 and tiles == 12 / calls
+
+
+@pytest.mark.parametrize("args", [["--sr-batch", "0"], ["--sr-batch-wait-ms", "-1"]])
+def test_edge_refuses_bad_batching_flags_in_one_line(args, capsys):
+    from hybridsr.server.cli import build_parser, main
+
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridsr-edge: error:") and "\n" not in err
+    parsed = build_parser().parse_args(["serve", "--no-cross-job-batching",
+                                        "--sr-batch-wait-ms", "2.5"])
+    assert parsed.cross_job_batching is False and parsed.sr_batch_wait_ms == 2.5
+    assert build_parser().parse_args(["serve"]).cross_job_batching is True

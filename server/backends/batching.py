@@ -227,7 +227,11 @@ class SRBatcher:
             self.tiles_running = 0
         if self.on_call is not None:
             px = max(r.tiles[i].image.shape[0] * r.tiles[i].image.shape[1] for r, i in tiles)
-            self.on_call(len(tiles), len(jobs), seconds, px, all(r.observe for r in requests))
+            try:
+                self.on_call(len(tiles), len(jobs), seconds, px,
+                             all(r.observe for r in requests))
+            except Exception:  # bookkeeping must never stall the queue
+                log.exception("SR call observer failed")
         for (request, i), image in zip(tiles, out, strict=True):
             request.results[i] = image
         for request in requests:
