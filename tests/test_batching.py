@@ -140,6 +140,31 @@ async def test_cancelling_one_job_leaves_its_batch_mates_running(shared):
     assert all(set(r.destinations.values()) == {"edge"} for r in results)
 
 
+async def test_a_cancelled_jobs_queued_tiles_never_reach_the_pipeline(shared):
+    edge = shared.app[EDGE_KEY]
+    with Recorder(shared, hold="blocker") as rec:
+        async with AsyncHybridClient(shared.url, benchmark=False) as client:
+            blocker = asyncio.create_task(_generate(client, "blocker", 1))
+            assert await asyncio.to_thread(rec.held.wait, 30)  # the SR thread is busy
+            victim = asyncio.create_task(_generate(client, "queued victim", 2,
+                                                   job_id="queued-victim"))
+            deadline = time.monotonic() + 30
+            while rec.batcher.tiles_waiting == 0:  # the victim's lot is in the queue
+                assert time.monotonic() < deadline, "the victim's tiles never queued"
+                await asyncio.sleep(0.02)
+            victim.cancel()
+            while not edge.jobs["queued-victim"].cancelled.is_set():
+                assert time.monotonic() < deadline, "the cancel never reached the edge"
+                await asyncio.sleep(0.02)
+            rec.release.set()
+            result = await blocker
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+    assert not result.degraded
+    assert not any("queued victim" in call for call in rec.calls)
+    assert rec.batcher.tiles_waiting == 0
+
+
 async def test_without_cross_job_batching_each_call_holds_one_job():
     with BackgroundEdge(_config(cross_job_batching=False)) as server:
         async with AsyncHybridClient(server.url, benchmark=False) as client:
