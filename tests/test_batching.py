@@ -87,15 +87,19 @@ async def test_concurrent_jobs_share_calls_and_a_tile_keeps_its_pixels(shared):
         before = _scrape(shared)
         alone = await _generate(client, "a lighthouse", 3)
         middle = _scrape(shared)
+        events: list[list] = [[] for _ in range(4)]
         results = await asyncio.gather(
-            _generate(client, "a lighthouse", 3),
-            *(_generate(client, f"other job {i}", 10 + i) for i in range(3)))
+            _generate(client, "a lighthouse", 3, on_progress=events[0].append),
+            *(_generate(client, f"other job {i}", 10 + i, on_progress=events[i + 1].append)
+              for i in range(3)))
         after = _scrape(shared)
     assert len(alone.plan.tiles) == 4 and not any(r.degraded for r in [alone, *results])
     calls, _, jobs = _per_call(before, middle)
     assert calls >= 1 and jobs == 1  # alone: its calls held its tiles only
     calls, tiles, jobs = _per_call(middle, after)
     assert calls < 4 and jobs > 1 and tiles > 4  # 16 tiles of 4 jobs in fewer, fuller calls
+    # Every job in a shared call hears its steps.
+    assert all(any(e.stage == "edge_sr" for e in job_events) for job_events in events)
     # The same tiles, batched with other jobs' tiles, give the same pixels.
     a, b = (np.asarray(r.image).astype(int) for r in (alone, results[0]))
     assert np.abs(a - b).max() <= 1
