@@ -42,10 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-jobs", type=int, default=d.max_jobs)
     serve.add_argument("--tile", type=int, default=d.tile, help="LR tile size in pixels")
     serve.add_argument("--overlap", type=int, default=d.overlap)
-    serve.add_argument("--sr-batch", type=int, default=d.sr_batch,
-                       help="tiles per diffusion-SR pipeline call")
+    serve.add_argument("--sr-batch", type=int, default=d.sr_batch)
     serve.add_argument("--sr-batch-wait-ms", type=float, default=d.sr_batch_wait_ms,
-                       help="how long an SR call may wait for other jobs' tiles (0: never)")
+                       help="how long an SR batch waits for other jobs' tiles")
     serve.add_argument("--no-cross-job-batching", dest="cross_job_batching",
                        action="store_false",
                        help="one job's tiles per SR call (for comparisons)")

@@ -25,7 +25,7 @@ class EdgeConfig:
     tile: int = 32  # LR tile size
     overlap: int = 8  # LR overlap between neighbouring tiles
     sr_batch: int = 4  # edge tiles per diffusion-SR pipeline call
-    sr_batch_wait_ms: float = 5.0  # how long an SR call may wait to fill (0: never waits)
+    sr_batch_wait_ms: float = 5.0  # how long a batch waits for tiles of other jobs
     cross_job_batching: bool = True  # tiles of different jobs may share one SR call
     threshold: float = 0.5  # saliency score at or above which a tile is foreground
     profile_on_start: bool = True  # time one T2I step and one SR tile at start-up
