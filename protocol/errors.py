@@ -20,6 +20,7 @@ class ErrorCode(str, Enum):
     BAD_IMAGE = "bad_image"  # undecodable or shape metadata disagrees
     IMAGE_TOO_LARGE = "image_too_large"  # decompression bomb or over the pixel limit
     UNKNOWN_POLICY = "unknown_policy"
+    UNSUPPORTED = "unsupported"  # this edge lacks what the job needs (generate without T2I)
     DUPLICATE_JOB = "duplicate_job"
     UNKNOWN_JOB = "unknown_job"
     BUSY = "busy"  # queue full: retry later

@@ -65,7 +65,7 @@ class EdgeModels(_Model):
     preset: str
     t2i: str
     sr: str
-    sr_backend: Literal["upscaler", "img2img"]
+    sr_backend: Literal["upscaler", "img2img", "realesrgan"]
     random_weights: bool
     device: str
 

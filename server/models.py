@@ -12,12 +12,16 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from hybridsr.server.presets import Preset
+
+if TYPE_CHECKING:
+    from hybridsr.server.gansr import GanSR
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +171,22 @@ class DiffusionSR:
         return [_to_array(im) for im in out.images]
 
 
-def load_models(preset: Preset, device: str = "auto") -> tuple[TextToImage, DiffusionSR, str]:
-    """Build or load the preset's pipelines on `device`; returns (t2i, sr, device)."""
+def load_models(preset: Preset, device: str = "auto", threads: int | None = None
+                ) -> tuple[TextToImage | None, DiffusionSR | GanSR, str]:
+    """Build or load the preset's pipelines on `device`; returns (t2i, sr, device).
+
+    t2i is None for a preset without one (`realesrgan`: enhance only)."""
+    device = pick_device(device)
+    if preset.sr_backend == "realesrgan":
+        from hybridsr.server.gansr import GanSR
+
+        try:
+            sr = GanSR(preset, device, threads)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelLoadError(f"cannot load Real-ESRGAN {preset.sr!r}: {exc}") from exc
+        return None, sr, sr.device
     import diffusers
 
-    device = pick_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if preset.t2i == "tiny":
         from hybridsr.server import tiny

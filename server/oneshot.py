@@ -33,7 +33,7 @@ from hybridsr.server.validation import validate_generate
 
 _STATUS = {
     ErrorCode.BUSY: 503, ErrorCode.SHUTTING_DOWN: 503, ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INTERNAL: 500,
+    ErrorCode.INTERNAL: 500, ErrorCode.UNSUPPORTED: 501,
 }
 
 

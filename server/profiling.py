@@ -26,14 +26,18 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
     px = side * side
     scale = max(preset.scales)
 
-    # 1. T2I: the difference between 1 and 3 steps is the per-step share.
-    lr = await backend.text_to_image("warm-up", "", side, side, 1, 0, observe=False)
-    one = await _timed_t2i(backend, side, 1)
-    three = await _timed_t2i(backend, side, 3)
-    # Floor the step share: on a busy CPU the difference can come out near zero, and the
-    # planner would then take extra steps to be free.
-    per_step = max((three - one) / 2, 0.3 * one) / px
-    c.t2i_s_per_step_px, c.t2i_s_per_px = per_step, max(one / px - per_step, 0.0)
+    # 1. T2I: the difference between 1 and 3 steps is the per-step share. An enhance-only
+    #    preset has no T2I: its SR is timed on a textured test image instead.
+    if preset.has_t2i:
+        lr = await backend.text_to_image("warm-up", "", side, side, 1, 0, observe=False)
+        one = await _timed_t2i(backend, side, 1)
+        three = await _timed_t2i(backend, side, 3)
+        # Floor the step share: on a busy CPU the difference can come out near zero, and the
+        # planner would then take extra steps to be free.
+        per_step = max((three - one) / 2, 0.3 * one) / px
+        c.t2i_s_per_step_px, c.t2i_s_per_px = per_step, max(one / px - per_step, 0.0)
+    else:
+        lr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
     # 2. Diffusion SR: one tile, then a batch, gives a fixed and a per-pixel part.
     crop = lr[:tile, :tile]
@@ -61,10 +65,11 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
     await backend.light_sr(centre, scale)
     c.light_s_per_px = (time.perf_counter() - t0) / tile_px
 
-    c.service_s = c.t2i(preset.t2i_steps, px) + c.sr_batch(4, tile_px)
+    t2i_s = c.t2i(preset.t2i_steps, px) if preset.has_t2i else 0.0
+    c.service_s = t2i_s + c.sr_batch(4, tile_px)
     log.info("edge costs measured: %s", c)
-    return EdgeProfile(t2i_s_per_step=round(c.t2i_s_per_step_px * px, 5),
-                       sr_s_per_tile=round(single, 5))
+    per_step = round(c.t2i_s_per_step_px * px, 5) if preset.has_t2i else None
+    return EdgeProfile(t2i_s_per_step=per_step, sr_s_per_tile=round(single, 5))
 
 
 async def _timed_t2i(backend: Backend, side: int, steps: int) -> float:

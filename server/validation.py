@@ -69,6 +69,12 @@ def _check_common(msg: Generate | Enhance, limits: EdgeLimits, preset: Preset) -
 
 
 def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobRequest:
+    if not preset.has_t2i:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED,
+            f"this edge runs preset {preset.name!r}, which has no text-to-image model: "
+            "it only enhances images (send `enhance`, or use an edge with a T2I preset)",
+        )
     scale = _check_common(msg, limits, preset)
     w, h = msg.width, msg.height
     if not (0 < w <= limits.max_width and 0 < h <= limits.max_height):

