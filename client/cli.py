@@ -57,6 +57,8 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color-fix", default="wavelet", choices=("wavelet", "adain", "none"))
     p.add_argument("-o", "--output", type=Path, default=Path("out.png"))
     p.add_argument("--report", type=Path, help="write the job report (JSON) here")
+    p.add_argument("--html", type=Path,
+                   help="write a self-contained results page (before/after, plan, timings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES)
     demo.add_argument("--device-sr", default="auto", choices=BACKENDS)
+    demo.add_argument("--photo", type=Path,
+                      help="photo to enhance x4 on the realesrgan preset (default: "
+                           "scikit-image's astronaut, downscaled x4 first)")
+    demo.add_argument("--no-photo", action="store_true", help="only the text-to-image job")
     demo.add_argument("-q", "--quiet", action="store_true")
     return parser
 
@@ -121,11 +127,16 @@ def _summary(result: HybridResult) -> str:
     return text
 
 
-def _write(result: HybridResult, output: Path, report: Path | None) -> None:
+def _write(result: HybridResult, output: Path, report: Path | None,
+           html: Path | None = None, title: str = "") -> None:
     try:
         result.image.save(output)
         if report is not None:
             result.save_report(report)
+        if html is not None:
+            from hybridsr.client.page import write_page
+
+            write_page(result, html, title=title)
     except (OSError, ValueError) as exc:
         raise HybridSRError(f"cannot write output: {exc}") from None
 
@@ -172,6 +183,40 @@ def _upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace, bar: ProgressBar) -> int:
+    """The T2I job (random weights), then a real photo enhanced with real weights."""
+    from hybridsr.client.demo import DEFAULT_PROMPT, demo_photo, run_demo, run_photo_demo
+
+    result = await run_demo(
+        args.out, preset=args.preset, prompt=args.prompt or DEFAULT_PROMPT,
+        width=args.width, height=args.height, seed=args.seed, policy=args.policy,
+        device_sr=args.device_sr, on_progress=bar,
+    )
+    bar.close()
+    print(_summary(result), file=sys.stderr)
+    print(f"wrote final.png, lr.png, plan.png, report.json, generate.html to "
+          f"{args.out.resolve()}")
+    if args.no_photo:
+        return 0
+    if args.photo is not None:
+        photo, credit, truth = load_image(args.photo), "", False
+    else:
+        found = demo_photo()
+        if found is None:
+            print("no photo job: scikit-image is not installed (pip install scikit-image, "
+                  "or pass --photo PATH)", file=sys.stderr)
+            return 0
+        (photo, credit), truth = found, True
+    result = await run_photo_demo(args.out, photo, credit=credit, ground_truth=truth,
+                                  policy=args.policy, device_sr=args.device_sr,
+                                  on_progress=bar)
+    bar.close()
+    print(_summary(result), file=sys.stderr)
+    print(f"wrote the photo job to {(args.out / 'photo').resolve()}; open "
+          f"{(args.out / 'index.html').resolve()}")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
     try:
@@ -183,18 +228,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.command == "upscale":
             return await asyncio.to_thread(_upscale, args)
         if args.command == "demo":
-            from hybridsr.client.demo import DEFAULT_PROMPT, run_demo
-
-            result = await run_demo(
-                args.out, preset=args.preset, prompt=args.prompt or DEFAULT_PROMPT,
-                width=args.width, height=args.height, seed=args.seed, policy=args.policy,
-                device_sr=args.device_sr, on_progress=bar,
-            )
-            bar.close()
-            print(_summary(result), file=sys.stderr)
-            names = ", ".join(f"{n}" for n in ("final.png", "lr.png", "plan.png", "report.json"))
-            print(f"wrote {names} to {args.out.resolve()}")
-            return 0
+            return await _demo(args, bar)
         ssl = client_ssl_context(args.ca) if args.ca else None
         image = load_image(args.input) if args.command == "enhance" else None  # fail fast
         async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
@@ -211,7 +245,9 @@ async def _run(args: argparse.Namespace) -> int:
                     policy=args.policy, threshold=args.threshold, on_progress=bar,
                 )
         bar.close()
-        _write(result, args.output, args.report)
+        title = (f"hybridsr: “{args.prompt}”" if args.command == "generate"
+                 else f"hybridsr: {args.input.name} enhanced")
+        _write(result, args.output, args.report, args.html, title)
         print(_summary(result), file=sys.stderr)
         print(args.output)
         return 0

@@ -90,11 +90,14 @@ class DeviceJob:
         self.device_px = 0  # LR tile pixels the device super-resolved (context not counted)
         self.done_at: float | None = None  # when `done` arrived: the edge's last word
         self._bytes = [0, 0]  # received, sent, on connections already left behind
+        # When things happened, seconds after the request was sent: the page's waterfall.
+        self.marks: dict[str, float] = {}
+        self._started = 0.0
 
     async def run(self) -> HybridResult:
         job_id = self.request.job_id
         queue = self.conn.subscribe(job_id)
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         self._bytes = [-self.conn.bytes_received, -self.conn.bytes_sent]
         device_task: asyncio.Task | None = None
         finished = ended_by_edge = False
@@ -148,6 +151,7 @@ class DeviceJob:
                 elif isinstance(message, Plan) and plan is None:
                     # 2. The plan: device SR starts now, concurrently with the edge's tiles.
                     plan = message
+                    self._mark("plan")
                     if plan.predicted_s is not None and plan.predicted_plan_s is not None:
                         edge_part = max(0.0, plan.predicted_s - plan.predicted_plan_s)
                         promise = loop.time() + (self.timeouts.promise_factor * edge_part
@@ -163,6 +167,7 @@ class DeviceJob:
                 elif isinstance(message, Done):
                     done = message
                     self.done_at = time.perf_counter()
+                    self._mark("done")
             assert plan is not None and lr is not None and self.stitcher is not None
             if device_task is not None:
                 await device_task
@@ -176,6 +181,7 @@ class DeviceJob:
             t0 = time.perf_counter()
             image = self.stitcher.result()
             self.timings.stitch += time.perf_counter() - t0
+            self._mark("stitched")
             finished = True
         finally:
             self.conn.unsubscribe(job_id)
@@ -200,6 +206,7 @@ class DeviceJob:
             bytes_received=self._bytes[0] + self.conn.bytes_received,
             bytes_sent=self._bytes[1] + self.conn.bytes_sent,
             edge=self.conn.welcome.models.model_dump(), reconnects=self.reconnects,
+            marks=dict(self.marks), edge_timings=dict(edge_timings),
         )
 
     async def _next(self, queue: asyncio.Queue, timeout: float, stage: str):
@@ -257,8 +264,10 @@ class DeviceJob:
                                           else t.destination == "device")]
         for spec in todo:
             t0 = time.perf_counter()
+            self._mark("device_first")
             hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
+            self._mark("device_last", again=True)
             if spec.method != "copy" and plan.scale > 1:  # a copy says nothing of SR speed
                 self.device_px += spec.w * spec.h  # per tile pixel, context included in time
             self._add(spec.index, hr, "device", len(plan.tiles))
@@ -284,7 +293,14 @@ class DeviceJob:
         hr = await asyncio.to_thread(prepare)
         self.timings.stitch += time.perf_counter() - t0
         if hr is not None:  # a broken tile stays missing and is redone on the device
+            self._mark("edge_tile_first")
+            self._mark("edge_tile_last", again=True)
             self._add(index, hr, "edge", len(plan.tiles))
+
+    def _mark(self, name: str, again: bool = False) -> None:
+        """Note when `name` happened (the first time, or with `again` the latest)."""
+        if again or name not in self.marks:
+            self.marks[name] = round(time.perf_counter() - self._started, 4)
 
     def _add(self, index: int, hr: np.ndarray, where: str, total: int) -> None:
         assert self.stitcher is not None

@@ -40,6 +40,10 @@ class HybridResult:
     bytes_sent: int = 0
     edge: dict[str, Any] = field(default_factory=dict)  # the edge's models, from `welcome`
     reconnects: int = 0  # times the job was resumed on a new connection
+    # Seconds after the request was sent: plan, edge_tile_first/last, device_first/last,
+    # done, stitched (the results page draws its waterfall from these).
+    marks: dict[str, float] = field(default_factory=dict)
+    edge_timings: dict[str, float] = field(default_factory=dict)  # the edge's `done` timings
 
     def report(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what the CLI writes with `--report`."""
@@ -61,6 +65,8 @@ class HybridResult:
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
             "edge": self.edge,
+            "marks": dict(self.marks),
+            "edge_timings": dict(self.edge_timings),
         }
 
     def save_report(self, path: str | Path) -> None:

@@ -1,0 +1,187 @@
+"""Quality against ground truth on real photos, every policy, on the `realesrgan` preset.
+
+    python benchmarks/quality.py --quick                 # about 2-3 min on 2 CPU cores
+    python benchmarks/quality.py --write                 # the RESULTS.md table (3 photos)
+
+scikit-image's photographs (cropped to `--size`) are downscaled x4 (Pillow bicubic with
+antialiasing) and enhanced back through a real localhost edge (Real-ESRGAN x4plus for heavy
+tiles, the compact model for light SR) and a real client (the compact model on the device).
+Per photo and policy: PSNR and SSIM of the result against the original; `lr_psnr`, the
+LR-consistency (result box-downscaled x4 against the LR input, dB); `seam`, the mean luma
+step across tile borders minus elsewhere (`policies.quality`, ≤ 0: no visible seams); and
+the client's latency (request sent → final image). The goals of issue 12 are checked on the
+means over the photos. These GAN models score below bicubic on PSNR and the compact model
+can outscore x4plus: policies are compared with each other, not with bicubic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from policies import quality as proxies
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from hybridsr.imaging.lightsr import create_backend
+from hybridsr.sdk import AsyncHybridClient
+from hybridsr.server import BackgroundEdge, EdgeConfig
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+POLICIES = ("hybrid", "edge-diffusion-all", "device-light-all", "split-device", "split-edge",
+            "edge-light-all")
+HEAVY, LIGHT = "edge-diffusion-all", "device-light-all"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
+
+
+def photo(name: str, size: int) -> np.ndarray:
+    """A centred `size` square of a scikit-image photo (RGB uint8)."""
+    img = np.asarray(getattr(data, name)())[..., :3]
+    h, w = img.shape[:2]
+    side = min(size, h, w) // 4 * 4
+    y, x = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(img[y : y + side, x : x + side])
+
+
+def downscale(hr: np.ndarray, scale: int = 4) -> np.ndarray:
+    h, w = hr.shape[:2]
+    small = Image.fromarray(hr).resize((w // scale, h // scale), Image.Resampling.BICUBIC)
+    return np.asarray(small)
+
+
+async def run(args: argparse.Namespace) -> list[dict]:
+    config = EdgeConfig(port=0, preset="realesrgan", rate_per_s=0, torch_threads=args.threads,
+                        light_threads=args.threads)
+    rows = []
+    with BackgroundEdge(config) as edge:
+        device = create_backend("realesr-animevideov3", args.threads)
+        async with AsyncHybridClient(edge.url, device_sr=device) as client:
+            for name in args.photos:
+                hr = photo(name, args.size)
+                lr = downscale(hr)
+                for policy in args.policies:
+                    t0 = time.perf_counter()
+                    result = await client.enhance(lr, scale=4, policy=policy)
+                    latency = time.perf_counter() - t0
+                    out = np.asarray(result.image.convert("RGB"))
+                    methods = [(t.destination, t.method) for t in result.plan.tiles]
+                    row = {
+                        "photo": name, "policy": policy, "size": hr.shape[1],
+                        "psnr": peak_signal_noise_ratio(hr, out, data_range=255),
+                        "ssim": structural_similarity(hr, out, channel_axis=-1,
+                                                      data_range=255),
+                        "latency_s": latency, "degraded": result.degraded,
+                        "heavy": sum(m == ("edge", "diffusion") for m in methods),
+                        "edge_light": sum(m == ("edge", "light") for m in methods),
+                        "device": sum(m[0] == "device" for m in methods),
+                        **proxies(result),
+                    }
+                    rows.append(row)
+                    print(f"{name:10s} {policy:18s} PSNR {row['psnr']:6.2f} SSIM "
+                          f"{row['ssim']:.4f} lr_psnr {row['lr_psnr_db']:6.2f} seam "
+                          f"{row['seam']:+.3f} {latency:6.2f}s tiles "
+                          f"{row['heavy']}/{row['edge_light']}/{row['device']}",
+                          file=sys.stderr)
+    return rows
+
+
+def summarise(rows: list[dict], policies: list[str]) -> dict[str, dict]:
+    """Means over the photos, per policy."""
+    out = {}
+    for policy in policies:
+        mine = [r for r in rows if r["policy"] == policy]
+        out[policy] = {k: statistics.fmean(r[k] for r in mine)
+                       for k in ("psnr", "ssim", "lr_psnr_db", "seam", "latency_s",
+                                 "heavy", "edge_light", "device")}
+    return out
+
+
+def goals(summary: dict[str, dict]) -> list[tuple[str, bool, str]]:
+    h, heavy, light = summary["hybrid"], summary[HEAVY], summary[LIGHT]
+    best_psnr = max(heavy["psnr"], light["psnr"])
+    best_ssim = max(heavy["ssim"], light["ssim"])
+    ratio = h["latency_s"] / heavy["latency_s"]
+    return [
+        ("PSNR within 0.3 dB of the better of heavy-all and light-all",
+         h["psnr"] >= best_psnr - 0.3, f"{h['psnr']:.2f} vs {best_psnr:.2f} dB"),
+        ("SSIM within 0.01 of the better of heavy-all and light-all",
+         h["ssim"] >= best_ssim - 0.01, f"{h['ssim']:.4f} vs {best_ssim:.4f}"),
+        ("seam score ≤ 0", h["seam"] <= 0, f"{h['seam']:+.3f}"),
+        ("latency ≤ 0.6x heavy-everywhere", ratio <= 0.6,
+         f"{h['latency_s']:.2f} s / {heavy['latency_s']:.2f} s = {ratio:.2f}x"),
+    ]
+
+
+def table(rows: list[dict], summary: dict[str, dict], checks: list, command: str,
+          wall: float) -> str:
+    photos = sorted({(r["photo"], r["size"]) for r in rows}, key=lambda p: rows.index(
+        next(r for r in rows if r["photo"] == p[0])))
+    lines = [
+        f"Command: `{command}` — {wall:.0f} s wall. Machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, shared with other jobs; Python {platform.python_version()}."
+        f" Photos (scikit-image, centred square crops, downscaled x4 bicubic): "
+        + ", ".join(f"{n} {s}²" for n, s in photos) + ".",
+        "",
+        "Means over the photos. Tiles: heavy (edge x4plus) / edge light / device light.",
+        "",
+        "| policy | PSNR dB | SSIM | LR-consistency dB | seam | latency s | tiles |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for policy, s in summary.items():
+        lines.append(f"| {policy} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['lr_psnr_db']:.2f} |"
+                     f" {s['seam']:+.3f} | {s['latency_s']:.2f} | {s['heavy']:.1f} / "
+                     f"{s['edge_light']:.1f} / {s['device']:.1f} |")
+    lines += ["", "Goals (hybrid):", ""]
+    lines += [f"- {'MET' if ok else 'NOT MET'}: {text} ({detail})" for text, ok, detail in checks]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    body = RESULTS.read_text()
+    section = (f"{BEGIN}\n## Quality on real photos (`realesrgan` preset)\n\n{text}\n{END}")
+    if BEGIN in body:
+        start, end = body.index(BEGIN), body.index(END) + len(END)
+        body = body[:start] + section + body[end:]
+    else:
+        body = body.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(body)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 photos, 192² (a few minutes)")
+    parser.add_argument("--photos", nargs="+", choices=PHOTOS)
+    parser.add_argument("--size", type=int, help="HR crop side (default 384; quick 192)")
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for each of edge and device (they share this host)")
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    args.photos = args.photos or (["astronaut", "coffee"] if args.quick else list(PHOTOS[:3]))
+    args.size = args.size or (192 if args.quick else 384)
+    for needed in ("hybrid", HEAVY, LIGHT):
+        if needed not in args.policies:
+            args.policies.append(needed)
+    started = time.perf_counter()
+    rows = asyncio.run(run(args))
+    summary = summarise(rows, args.policies)
+    checks = goals(summary)
+    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    text = table(rows, summary, checks, command, time.perf_counter() - started)
+    print(text)
+    if args.write:
+        write_results(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
