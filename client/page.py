@@ -95,9 +95,8 @@ def _compare(result: HybridResult, reference: Image.Image | None) -> str:
     if reference is not None:
         truth = _img(reference.convert("RGB"), "ground truth", "before truth")
         choice = ('<p class="choice">Left side: <label><input type="radio" name="left" '
-                  'value="bicubic" checked> input, bicubic ×{0}</label> <label><input '
-                  'type="radio" name="left" value="truth"> ground truth</label></p>'
-                  ).format(scale)
+                  f'value="bicubic" checked> input, bicubic ×{scale}</label> <label><input '
+                  'type="radio" name="left" value="truth"> ground truth</label></p>')
     return f"""
 <section class="card">
   <h2>Before and after</h2>
