@@ -85,16 +85,25 @@ def test_enhance_missing_file_is_one_line(edge, tmp_path):
 
 
 def test_demo_writes_its_files(tmp_path):
-    proc = run("hybridsr.client", "demo", "--out", str(tmp_path), "--width", "128",
-               "--height", "128", timeout=300)
+    from tests.synthetic import photo_like
+
+    small = tmp_path / "small.png"  # the photo job on a small picture: a few x4plus tiles
+    Image.fromarray(photo_like(40, 40, seed=2)).save(small)
+    out = tmp_path / "out"
+    proc = run("hybridsr.client", "demo", "--out", str(out), "--width", "128",
+               "--height", "128", "--photo", str(small), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for name in ("final.png", "lr.png", "plan.png", "report.json"):
-        assert (tmp_path / name).exists(), name
+    for name in ("final.png", "lr.png", "plan.png", "report.json", "generate.html",
+                 "index.html", "photo/final.png", "photo/report.json"):
+        assert (out / name).exists(), name
     assert "random" in proc.stderr.lower()  # says plainly that the weights are random
-    assert str(tmp_path) in proc.stdout
-    assert Image.open(tmp_path / "final.png").size == (128, 128)
-    report = json.loads((tmp_path / "report.json").read_text())
+    assert str(out) in proc.stdout
+    assert Image.open(out / "final.png").size == (128, 128)
+    report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is True
+    photo = json.loads((out / "photo" / "report.json").read_text())
+    assert photo["random_weights"] is False and photo["edge"]["preset"] == "realesrgan"
+    assert Image.open(out / "photo" / "final.png").size == (160, 160)
 
 
 def test_edge_daemon_refuses_a_busy_port():
