@@ -277,7 +277,7 @@ def _numbers(result: HybridResult) -> str:
         ("size", f"{report['lr_size'][0]}×{report['lr_size'][1]} → "
                  f"{report['size'][0]}×{report['size'][1]} (×{report['scale']})"),
         ("edge models", f"T2I: {result.edge.get('t2i', '?')}; heavy SR: "
-                        f"{result.edge.get('sr', '?')} ({result.edge.get('device', '?')})"),
+                        f"{result.edge.get('sr', '?')} on {result.edge.get('device', '?')}"),
         ("preset", str(result.edge.get("preset", "?"))),
         ("total", f"{t['total']:.3f} s"),
         ("edge", f"T2I {t['t2i']:.3f} s, heavy SR {t['edge_sr']:.3f} s, whole edge job "
