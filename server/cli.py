@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=d.host)
     serve.add_argument("--port", type=int, default=d.port)
     serve.add_argument("--preset", default=d.preset, choices=sorted(PRESETS),
-                       help="model preset; 'tiny*' are random-weight offline models")
+                       help="model preset; 'tiny*' are random-weight offline models, "
+                            "'realesrgan' real offline weights (enhance only)")
     serve.add_argument("--t2i", dest="t2i_model", help="T2I model id or local directory")
     serve.add_argument("--sr", dest="sr_model", help="x4 upscaler model id or local directory")
     serve.add_argument("--backend", default=d.backend, choices=BACKENDS,
