@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,8 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
+    if address not in ("local", "auto"):
+        _check_reachable(address)
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
@@ -75,6 +78,17 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
         raise BackendStartError(
             f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
     return address == "local"
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes: `ray.init` waits a long time for an absent cluster."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise BackendStartError(
+            f"cannot reach the Ray cluster at {address!r} (expected host:port of its head "
+            f"node): {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def app_spec(config: EdgeConfig, gpus: bool) -> dict:
@@ -188,7 +202,7 @@ class RayBackend:
         async def one(t: SRTile) -> dict:
             item = {"image": t.image, "scale": t.scale, "prompt": t.prompt,
                     "negative_prompt": t.negative_prompt, "seed": t.seed, "job_id": t.job_id}
-            return await self._call("sr", lambda: self.handle.sr_tiles.remote(item), cancelled)
+            return await self._call("sr", lambda: self.handle.sr_tile.remote(item), cancelled)
 
         tasks = [asyncio.ensure_future(one(t)) for t in tiles]
         try:

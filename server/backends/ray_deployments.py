@@ -61,10 +61,11 @@ class EdgeModels:
         self.light = create_backend("auto", spec.get("light_threads"))
         self._pools = {k: ThreadPoolExecutor(1, thread_name_prefix=k)
                        for k in ("t2i", "sr", "light")}
-        self.sr_tiles.set_max_batch_size(max(1, int(spec.get("sr_batch", 4))))
-        self.sr_tiles.set_batch_wait_timeout_s(spec.get("sr_batch_wait_ms", 5.0) / 1000)
+        self._sr_batch.set_max_batch_size(max(1, int(spec.get("sr_batch", 4))))
+        self._sr_batch.set_batch_wait_timeout_s(spec.get("sr_batch_wait_ms", 5.0) / 1000)
         self.batches: deque[tuple[int, int]] = deque(maxlen=256)  # (tiles, jobs) per SR call
-        self.running = {"t2i": 0, "sr": 0, "light": 0}
+        self.running = {"t2i": 0, "sr": 0, "light": 0}  # pipeline calls now computing
+        self.held_tiles = 0  # SR tiles this replica holds: queued for a batch or computing
 
     def info(self) -> dict:
         """What the front door tells clients, and its light-SR context."""
@@ -74,7 +75,7 @@ class EdgeModels:
 
     def stats(self) -> dict:
         return {"pid": os.getpid(), "running": dict(self.running),
-                "batches": list(self.batches)}
+                "held_tiles": self.held_tiles, "batches": list(self.batches)}
 
     async def _run(self, kind: str, fn: Callable[[], Any]) -> Any:
         self.running[kind] += 1
@@ -113,8 +114,17 @@ class EdgeModels:
             cancelled.set()
             raise
 
+    async def sr_tile(self, item: dict) -> dict:
+        """Diffusion SR of one tile: {"image", "scale", "prompt", "negative_prompt", "seed",
+        "job_id"} → {"image", "seconds", "tiles", "jobs", "tile_px"} or {"error"}."""
+        self.held_tiles += 1
+        try:
+            return await self._sr_batch(item)
+        finally:
+            self.held_tiles -= 1
+
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
-    async def sr_tiles(self, items: list[dict]) -> list[dict]:
+    async def _sr_batch(self, items: list[dict]) -> list[dict]:
         """Diffusion SR of tiles from any jobs: one pipeline call per (scale, padded shape).
 
         A failing group returns its error as a value, so it fails only its own tiles' jobs.
@@ -180,7 +190,16 @@ def deployment_options(spec: dict) -> dict:
     return options
 
 
+SCALING_KEYS = ("replicas", "min_replicas", "max_replicas", "replica_cpus", "gpus", "max_queued",
+                "health_check_period_s")
+
+
 def build_app(spec: dict):
-    """The Serve application for `spec` (a Serve config file's `args`: see README)."""
+    """The Serve application for `spec` (a Serve config file's `args`: see README).
+
+    Replicas get only what builds their models, so a change of scale alone is applied in
+    place by Serve (replicas added or removed), not by replacing every replica.
+    """
     deployment = serve.deployment(EdgeModels, name=DEPLOYMENT)
-    return deployment.options(**deployment_options(spec)).bind(spec)
+    model_spec = {k: v for k, v in spec.items() if k not in SCALING_KEYS}
+    return deployment.options(**deployment_options(spec)).bind(model_spec)
