@@ -96,8 +96,8 @@ def test_killed_replica_loses_no_job(ray_edge):
     deploy(scaled, backend.app_name)  # scale the session's app to 2 replicas in place
     try:
         asyncio.run(_kill_a_busy_replica_during_jobs(ray_edge))
-    finally:
-        deploy(ray_edge.config, backend.app_name)
+    finally:  # back to one replica, without waiting for the extra one to stop
+        deploy(ray_edge.config, backend.app_name, wait=False)
 
 
 def test_front_doors_share_the_replicas_of_a_deployed_app(ray_edge):

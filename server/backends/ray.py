@@ -104,13 +104,18 @@ def app_spec(config: EdgeConfig, gpus: bool) -> dict:
     )
 
 
-def deploy(config: EdgeConfig, app_name: str) -> None:
-    """Run the model deployment as Serve application `app_name` (blocks until it runs)."""
+def deploy(config: EdgeConfig, app_name: str, wait: bool = True) -> None:
+    """Run (or rescale) the model deployment as Serve application `app_name`; `wait`: until
+    it runs, else return once the controller has it."""
     ray, serve = import_ray()
     from hybridsr.server.backends.ray_deployments import build_app
 
     gpus = ray.cluster_resources().get("GPU", 0) > 0  # one GPU per replica where there are any
-    serve.run(build_app(app_spec(config, gpus)), name=app_name, route_prefix=None)
+    app = build_app(app_spec(config, gpus))
+    if wait:
+        serve.run(app, name=app_name, route_prefix=None)
+    else:
+        serve._run(app, name=app_name, route_prefix=None, _blocking=False)
 
 
 class RayBackend:
