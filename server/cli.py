@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="jobs the replicas queue for before refusing (busy)")
     deploy.add_argument("--ray-app", default="hybridsr", help="Serve application name")
     add_ray_arguments(deploy, d)
+    deploy.add_argument("--log-level", default="INFO")
+    deploy.add_argument("--log-format", default="text", choices=("text", "json"))
     return parser
 
 

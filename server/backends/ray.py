@@ -61,8 +61,13 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
 
     Already connected (a test session, a notebook): reuse that instance.
     """
-    ray, serve = import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address != "local" and (os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(
+            os.path.expanduser("~/.ray/auth_token"))):
+        # Ray 2.60 clusters use token auth by default, but a joining driver only sends its
+        # token when told to (read when ray is imported, so before that).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray, serve = import_ray()
     if ray.is_initialized():
         return False
     if address not in ("local", "auto"):
@@ -76,7 +81,9 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
         serve.start(proxy_location="Disabled")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BackendStartError(
-            f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+            f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]} "
+            "(a cluster with token auth needs its token in RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token)") from None
     return address == "local"
 
 
@@ -136,9 +143,9 @@ class RayBackend:
         self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
-        _, serve = import_ray()
         address = self.config.ray_address or "local"
         self._started_ray = await asyncio.to_thread(connect, address)
+        _, serve = import_ray()
         if self.owns_app:
             log.info("deploying Serve app %s on %s", self.app_name, address)
             await asyncio.to_thread(deploy, self.config, self.app_name)
