@@ -30,8 +30,14 @@ from typing import Any
 import numpy as np
 
 from hybridsr.protocol import ErrorCode, ProtocolError
-from hybridsr.server.backends import BackendInfo, BackendLoad, BackendStartError, SRTile
-from hybridsr.server.backends import StepCallback as StepCallback
+from hybridsr.server.backends import (
+    BackendInfo,
+    BackendLoad,
+    BackendStartError,
+    SRCallObserver,
+    SRTile,
+    StepCallback,
+)
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.costs import EdgeCosts
 from hybridsr.server.models import JobCancelled
@@ -104,7 +110,8 @@ def app_spec(config: EdgeConfig, gpus: bool) -> dict:
         preset=config.preset, t2i_model=config.t2i_model, sr_model=config.sr_model,
         device=config.device, torch_threads=config.torch_threads,
         light_threads=config.light_threads, sr_batch=config.sr_batch,
-        sr_batch_wait_ms=config.sr_batch_wait_ms, replicas=config.replicas,
+        sr_batch_wait_ms=config.sr_batch_wait_ms,
+        cross_job_batching=config.cross_job_batching, replicas=config.replicas,
         min_replicas=config.min_replicas, max_replicas=config.max_replicas,
         replica_cpus=config.replica_cpus, gpus=gpus,
         max_queued=config.max_jobs * (config.sr_batch + 2),
@@ -132,6 +139,7 @@ class RayBackend:
         self.config = config
         self.preset = preset
         self.costs = EdgeCosts()
+        self.on_sr_call: SRCallObserver | None = None  # (tiles, jobs) of every SR call seen
         self.owns_app = not config.ray_app
         self.app_name = config.ray_app or f"hybridsr-{preset.name}-{uuid.uuid4().hex[:6]}"
         self.handle: Any = None
@@ -178,9 +186,11 @@ class RayBackend:
 
     def load(self) -> BackendLoad:
         r, n = max(self.replicas, 1), self.inflight
+        running = min(n["sr"], r * self.config.sr_batch)  # what the replicas' batches hold
         return BackendLoad(t2i_waiting=max(0, n["t2i"] - r),
-                           sr_tiles_waiting=max(0, n["sr"] - r * self.config.sr_batch),
-                           light_waiting=max(0, n["light"] - r))
+                           sr_tiles_waiting=n["sr"] - running, sr_tiles_running=running,
+                           light_waiting=max(0, n["light"] - r),
+                           sr_shared=self.config.cross_job_batching)
 
     def health(self) -> dict:
         return {"backend": self.name, "app": self.app_name, "replicas": self.replicas,
@@ -227,8 +237,12 @@ class RayBackend:
         for r in results:
             if "error" in r:
                 raise RuntimeError(f"diffusion SR failed in a replica: {r['error']}")
-            if observe and r["seconds"] is not None:
+            if r["seconds"] is None:  # the call's figures came with its first tile
+                continue
+            if observe:
                 self.costs.observe_sr(r["seconds"], r["tiles"], r["tile_px"])
+            if self.on_sr_call is not None:
+                self.on_sr_call(r["tiles"], r["jobs"])
         return [r["image"] for r in results]
 
     async def light_sr(self, crop: np.ndarray, scale: int, tile_px: int | None = None

@@ -65,6 +65,7 @@ class EdgeModels:
         self._sr_batch.set_batch_wait_timeout_s(spec.get("sr_batch_wait_ms", 5.0) / 1000)
         self.batches: deque[tuple[int, int]] = deque(maxlen=256)  # (tiles, jobs) per SR call
         self.running = {"t2i": 0, "sr": 0, "light": 0}  # pipeline calls now computing
+        self.cross_job = bool(spec.get("cross_job_batching", True))
         self.held_tiles = 0  # SR tiles this replica holds: queued for a batch or computing
 
     def info(self) -> dict:
@@ -133,9 +134,10 @@ class EdgeModels:
         groups: dict[tuple, list[int]] = {}
         padded = [_pad_to_multiple(it["image"], m) for it in items]
         for i, (it, p) in enumerate(zip(items, padded, strict=True)):
-            groups.setdefault((it["scale"], p.shape), []).append(i)
+            job = None if self.cross_job else it["job_id"]  # off: one job's tiles per call
+            groups.setdefault((it["scale"], p.shape, job), []).append(i)
         out: list[dict] = [{} for _ in items]
-        for (scale, _), idx in groups.items():
+        for (scale, _, _), idx in groups.items():
             jobs = len({items[i]["job_id"] for i in idx})
             self.batches.append((len(idx), jobs))
 
