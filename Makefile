@@ -13,9 +13,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch is pinned in the SAME pip call as diffusers/accelerate: otherwise pip
-# resolves a newer torch with the multi-GB CUDA stack.
+# resolves a newer torch with the multi-GB CUDA stack. `cluster` (Ray Serve) is in: the
+# ray backend's tests run on a real local Ray.
 $(STAMP): $(BIN)/python pyproject.toml Makefile
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[edge,dev]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[edge,cluster,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,11 +8,10 @@ Two parts, one row format (`scenario`, `backend`, `replicas`, `devices`, `batchi
 
 - `runs`: real runs. An edge (`hybridsr-edge serve`, its own process) and `--devices`
   concurrent real clients (`AsyncHybridClient`, one connection each, one process), each
-  running `--jobs` jobs back to back; cross-job batching off and on. Mean tiles and jobs per
-  SR call come from the edge's `/metrics` histograms. A job that ends in neither an image
-  nor a clear error is `lost` (must be 0). `real_run(backend, replicas, ...)` is the hook for
-  other backends: add a `(backend, replicas)` pair to `REAL_BACKENDS` and its flags to
-  `edge_command`.
+  running `--jobs` jobs back to back: the local backend with cross-job batching off and on,
+  and the ray backend (`--ray-address local`: Ray started by the edge) with 1 and 2 replicas
+  (`REAL_RUNS`). Mean tiles and jobs per SR call come from the edge's `/metrics`
+  histograms. A job that ends in neither an image nor a clear error is `lost` (must be 0).
 - `sim`: `simulate.py`'s discrete-event edge with R replicas and cross-job batching, driven
   by the H200 profile measured on a real edge (`benchmarks/results/`), R = 1/2/4/8 ×
   8–64 devices, batching off and on; then capacity at equal p95 for the goals: R replicas
@@ -44,7 +43,10 @@ import simulate as sim  # noqa: E402
 from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts  # noqa: E402
 
 H200_RESULTS = Path(__file__).resolve().parent / "results" / "h200-arch-sd-turbo-2048.json"
-REAL_BACKENDS: list[tuple[str, int]] = [("local", 1)]  # (backend, replicas) for real runs
+# (backend, replicas, batching) of the real runs: local with cross-job batching off and on;
+# ray (Serve on a local Ray started by the edge) with 1 and 2 replicas, batching on.
+REAL_RUNS: list[tuple[str, int, bool]] = [("local", 1, False), ("local", 1, True),
+                                         ("ray", 1, True), ("ray", 2, True)]
 ROW_KEYS = ("scenario", "backend", "replicas", "devices", "batching", "jobs_per_min",
             "p50_s", "p95_s")
 
@@ -76,13 +78,16 @@ class Tally:
 
 def edge_command(backend: str, replicas: int, batching: bool, port: int,
                  s: RealSettings) -> list[str]:
-    """The `hybridsr-edge serve` command line of one real run (other backends: add flags)."""
-    if backend != "local" or replicas != 1:
-        raise ValueError(f"no real runs for backend {backend!r} with {replicas} replicas yet")
+    """The `hybridsr-edge serve` command line of one real run."""
+    if backend not in ("local", "ray") or (backend == "local" and replicas != 1):
+        raise ValueError(f"no real runs for backend {backend!r} with {replicas} replicas")
     cmd = [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(port),
            "--preset", s.preset, "--rate", "0", "--max-jobs", str(max(16, 2 * s.devices)),
            "--sr-batch", str(s.sr_batch), "--sr-batch-wait-ms", str(s.wait_ms),
            "--log-level", "WARNING"]
+    if backend == "ray":  # replicas reserve no CPU: any count fits on a small machine
+        cmd += ["--backend", "ray", "--ray-address", "local", "--replicas", str(replicas),
+                "--replica-cpus", "0"]
     return cmd if batching else [*cmd, "--no-cross-job-batching"]
 
 
@@ -327,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             size=args.size, policy=args.policy, sr_batch=args.sr_batch,
                             wait_ms=args.sr_batch_wait_ms)
     runs = [] if args.no_real else [real_run(b, r, batching, settings)
-                                    for b, r in REAL_BACKENDS for batching in (False, True)]
+                                    for b, r, batching in REAL_RUNS]
     check_rows(runs, real=True)
     real_cols = ("scenario", "jobs_per_min", "p50_s", "p95_s", "lost", "degraded", "failed",
                  "sr_calls", "sr_tiles_per_call", "sr_jobs_per_call")

@@ -210,10 +210,16 @@ class DeviceJob:
         )
 
     async def _next(self, queue: asyncio.Queue, timeout: float, stage: str):
+        # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as a frame arrives,
+        # and the cancelled job ran on (seen with the ray backend's frequent step frames).
+        get = asyncio.ensure_future(queue.get())
         try:
-            return await asyncio.wait_for(queue.get(), timeout)
-        except asyncio.TimeoutError:
+            done, _ = await asyncio.wait({get}, timeout=timeout)
+        finally:
+            get.cancel()  # no-op once it has its frame
+        if not done:
             return ConnectionLost(f"no word from the edge for {timeout:g} s ({stage} stage)")
+        return get.result()
 
     async def _resume(self, reason: str) -> asyncio.Queue | None:
         """Reconnect and resend the request; None when there is no edge to resume with."""

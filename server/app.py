@@ -30,6 +30,7 @@ async def handle_health(request: web.Request) -> web.Response:
             "random_weights": edge.preset.random_weights,
             "active_jobs": edge.active_jobs,
             "jobs_completed": edge.jobs_completed,
+            "backend": edge.backend.health(),
         }
     )
 

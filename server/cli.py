@@ -14,7 +14,7 @@ import warnings
 from aiohttp import web
 
 from hybridsr.server.app import create_app
-from hybridsr.server.backends import BACKENDS
+from hybridsr.server.backends import BACKENDS, BackendStartError
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.edge import EDGE_KEY
 from hybridsr.server.logs import setup_logging
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--t2i", dest="t2i_model", help="T2I model id or local directory")
     serve.add_argument("--sr", dest="sr_model", help="x4 upscaler model id or local directory")
     serve.add_argument("--backend", default=d.backend, choices=BACKENDS,
-                       help="where the models run: local (this process)")
+                       help="where the models run: local (this process) or ray (Serve replicas)")
     serve.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     serve.add_argument("--max-jobs", type=int, default=d.max_jobs)
     serve.add_argument("--tile", type=int, default=d.tile, help="LR tile size in pixels")
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-cross-job-batching", dest="cross_job_batching",
                        action="store_false",
                        help="one job's tiles per SR call (for comparisons)")
+    add_ray_arguments(serve, d)
+    serve.add_argument("--ray-app", help="ray backend: use this app from `hybridsr-edge deploy` "
+                       "instead of deploying one of its own")
     serve.add_argument("--threshold", type=float, default=d.threshold)
     serve.add_argument("--token", default=os.environ.get("HYBRIDSR_TOKEN"),
                        help="require this bearer token (default: $HYBRIDSR_TOKEN)")
@@ -60,7 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
                        default=d.drain_timeout_s, help="seconds running jobs get on SIGTERM")
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument("--log-format", default="text", choices=("text", "json"))
+    deploy = sub.add_parser("deploy", help="run the model replicas on a Ray cluster, shared "
+                            "by `serve --backend ray --ray-app NAME` front doors")
+    deploy.add_argument("--preset", default=d.preset, choices=sorted(PRESETS))
+    deploy.add_argument("--t2i", dest="t2i_model", help="T2I model id or local directory")
+    deploy.add_argument("--sr", dest="sr_model", help="x4 upscaler model id or local directory")
+    deploy.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    deploy.add_argument("--sr-batch", type=int, default=d.sr_batch)
+    deploy.add_argument("--sr-batch-wait-ms", type=float, default=d.sr_batch_wait_ms)
+    deploy.add_argument("--max-jobs", type=int, default=d.max_jobs,
+                        help="jobs the replicas queue for before refusing (busy)")
+    deploy.add_argument("--ray-app", default="hybridsr", help="Serve application name")
+    add_ray_arguments(deploy, d)
+    deploy.add_argument("--log-level", default="INFO")
+    deploy.add_argument("--log-format", default="text", choices=("text", "json"))
     return parser
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, d: EdgeConfig) -> None:
+    parser.add_argument("--ray-address", default=d.ray_address,
+                        help="ray backend: 'local' starts Ray in this process; else the "
+                        "cluster's address (host:port, or 'auto' on a cluster node)")
+    parser.add_argument("--replicas", type=int, default=d.replicas,
+                        help="model replicas (one GPU each where the cluster has GPUs)")
+    parser.add_argument("--min-replicas", type=int, help="autoscaling lower bound")
+    parser.add_argument("--max-replicas", type=int, help="autoscaling upper bound")
+    parser.add_argument("--replica-cpus", type=float, default=d.replica_cpus,
+                        help="CPUs each replica reserves")
 
 
 async def serve(config: EdgeConfig, context: ssl.SSLContext | None) -> None:
@@ -101,12 +130,34 @@ def quiet_model_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="huggingface_hub")
 
 
+def run_deploy(config: EdgeConfig) -> int:
+    """`hybridsr-edge deploy`: start (or update) the Serve app, then leave it running."""
+    from hybridsr.server.backends.ray import connect, deploy
+
+    if config.ray_address in (None, "local"):
+        print("hybridsr-edge: error: deploy needs --ray-address of a running cluster "
+              "(`ray start --head`); 'local' would end with this command", file=sys.stderr)
+        return 2
+    try:
+        connect(config.ray_address)
+        deploy(config, config.ray_app)
+    except BackendStartError as exc:
+        print(f"hybridsr-edge: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"hybridsr-edge: app {config.ray_app!r} running on {config.ray_address}; front "
+          f"doors: hybridsr-edge serve --backend ray --ray-address {config.ray_address} "
+          f"--ray-app {config.ray_app}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_model_libraries()
     setup_logging(args.log_level, args.log_format)
     fields = {k: v for k, v in vars(args).items() if k in EdgeConfig.__dataclass_fields__}
     config = EdgeConfig(**fields)
+    if args.command == "deploy":
+        return run_deploy(config)
     if not 0 <= config.overlap < config.tile:
         print("hybridsr-edge: error: --overlap must be >= 0 and smaller than --tile",
               file=sys.stderr)
@@ -123,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         asyncio.run(serve(config, context))
-    except ModelLoadError as exc:
+    except (ModelLoadError, BackendStartError) as exc:
         print(f"hybridsr-edge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

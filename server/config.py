@@ -12,7 +12,7 @@ class EdgeConfig:
     preset: str = "tiny"
     t2i_model: str | None = None  # overrides the preset's T2I model id or directory
     sr_model: str | None = None  # overrides the preset's upscaler model id or directory
-    backend: str = "local"  # where the models run: "local" (this process)
+    backend: str = "local"  # where the models run: "local" (this process) or "ray"
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto"
     torch_threads: int | None = None  # CPU threads for the pipelines (None: torch's default)
     light_threads: int | None = None  # onnxruntime threads for edge light SR (None: default)
@@ -27,6 +27,12 @@ class EdgeConfig:
     sr_batch: int = 4  # edge tiles per diffusion-SR pipeline call
     sr_batch_wait_ms: float = 5.0  # how long a batch waits for tiles of other jobs
     cross_job_batching: bool = True  # tiles of different jobs may share one SR call
+    ray_address: str | None = None  # ray backend: "local" (start Ray here) or a cluster address
+    ray_app: str | None = None  # ray backend: attach to this app (`hybridsr-edge deploy`)
+    replicas: int = 1  # ray backend: model replicas (one GPU each where there are GPUs)
+    min_replicas: int | None = None  # ray backend: autoscaling bounds (default: `replicas`)
+    max_replicas: int | None = None
+    replica_cpus: float = 1.0  # ray backend: CPUs each replica reserves
     threshold: float = 0.5  # saliency score at or above which a tile is foreground
     profile_on_start: bool = True  # time one T2I step and one SR tile at start-up
     token: str | None = None  # when set, clients must send `Authorization: Bearer <token>`

@@ -31,6 +31,14 @@ class EdgeMetrics:
                                buckets=_BUCKETS, registry=self.registry)
         self.tiles = Counter("hybridsr_tiles_total", "Planned tiles by destination",
                              ["destination"], registry=self.registry)
+        self.replicas = Gauge("hybridsr_backend_replicas", "Running model replicas",
+                              registry=self.registry)
+        self.inflight = Gauge("hybridsr_backend_inflight",
+                              "Model calls in flight from this edge (ray backend)", ["call"],
+                              registry=self.registry)
+        self.retries = Gauge("hybridsr_backend_retries",
+                             "Model calls repeated after a replica died or was full",
+                             registry=self.registry)
         self.sessions = Gauge("hybridsr_sessions", "Open WebSocket sessions",
                               registry=self.registry)
         self.sr_batch_tiles = Histogram("hybridsr_sr_batch_tiles",
@@ -59,4 +67,9 @@ async def handle_metrics(request: web.Request) -> web.Response:
     m.queue_depth.labels("t2i").set(load.t2i_waiting)
     m.queue_depth.labels("sr").set(load.sr_tiles_waiting)
     m.queue_depth.labels("light").set(load.light_waiting)
+    health = edge.backend.health()
+    m.replicas.set(health.get("replicas", 0))
+    for call, n in health.get("inflight", {}).items():
+        m.inflight.labels(call).set(n)
+    m.retries.set(health.get("retries", 0))
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -58,10 +58,10 @@ async def test_edge_gone_before_the_plan_is_a_clear_error(edge_process):
             await client.generate("never", width=128, height=128)
 
 
-async def test_cut_connection_resumes_the_job_without_loss(edge):
+async def test_cut_connection_resumes_the_job_without_loss(any_edge):
     from netproxy import Proxy
 
-    async with Proxy(edge.port) as proxy:
+    async with Proxy(any_edge.port) as proxy:
         def cut_when_planned(event) -> None:
             if event.stage == "tiles" and event.done == 0 and proxy.connections == 1:
                 proxy.cut()
@@ -76,10 +76,10 @@ async def test_cut_connection_resumes_the_job_without_loss(edge):
     assert set(result.destinations.values()) == {"edge"} and len(result.destinations) == 25
 
 
-async def test_stalled_link_times_out_then_resumes(edge):
+async def test_stalled_link_times_out_then_resumes(any_edge):
     from netproxy import Proxy
 
-    async with Proxy(edge.port) as proxy:
+    async with Proxy(any_edge.port) as proxy:
         def stall_when_planned(event) -> None:
             if event.stage == "tiles" and event.done == 0 and proxy.connections == 1:
                 proxy.stall()

@@ -88,3 +88,16 @@ def test_server_does_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.stdout.strip().endswith("True"), proc.stderr
+
+
+@pytest.mark.parametrize("module, loads_ray", [
+    ("hybridsr.server.cli", False),  # the edge, every backend's module included
+    ("hybridsr.server.backends.ray", False),  # ray only when that backend starts
+    ("hybridsr.server.backends.ray_deployments", True),  # (the check can fail)
+])
+def test_ray_is_imported_only_by_the_ray_backend_when_it_runs(module, loads_ray):
+    code = f"import sys, {module}; print('ray' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(str(loads_ray))

@@ -134,8 +134,8 @@ async def test_busy_edge_makes_clients_retry_with_backoff():
         assert [r.image.size for r in results] == [(256, 256)] * 2
 
 
-async def test_cancel_stops_the_job_and_frees_its_slot(edge):
-    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+async def test_cancel_stops_the_job_and_frees_its_slot(any_edge):
+    async with AsyncHybridClient(any_edge.url, benchmark=False) as client:
         task = asyncio.create_task(client.generate("cancel me", width=1024, height=1024,
                                                    policy="edge-diffusion-all"))
         await asyncio.sleep(0.5)
@@ -144,7 +144,7 @@ async def test_cancel_stops_the_job_and_frees_its_slot(edge):
             await task
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{edge.http_url}/healthz") as resp:
+            with urllib.request.urlopen(f"{any_edge.http_url}/healthz") as resp:
                 if json.load(resp)["active_jobs"] == 0:
                     break
             await asyncio.sleep(0.05)
@@ -152,18 +152,18 @@ async def test_cancel_stops_the_job_and_frees_its_slot(edge):
             pytest.fail("the cancelled job kept its slot")
         # A 1024² edge-diffusion-all job takes seconds; a cancelled one frees the slot at once.
         assert time.monotonic() < deadline
-        with urllib.request.urlopen(f"{edge.http_url}/metrics") as resp:
+        with urllib.request.urlopen(f"{any_edge.http_url}/metrics") as resp:
             metrics = resp.read().decode()
         assert 'hybridsr_jobs_total{outcome="cancelled"}' in metrics
 
 
-def test_metrics_count_jobs_tiles_and_stages(edge):
+def test_metrics_count_jobs_tiles_and_stages(any_edge):
     async def one():
-        async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        async with AsyncHybridClient(any_edge.url, benchmark=False) as client:
             return await client.generate("m", width=256, height=192, policy="edge-diffusion-all")
 
     def scrape() -> dict[str, float]:
-        with urllib.request.urlopen(f"{edge.http_url}/metrics") as resp:
+        with urllib.request.urlopen(f"{any_edge.http_url}/metrics") as resp:
             lines = resp.read().decode().splitlines()
         return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
                 for ln in lines if ln and not ln.startswith("#")}

@@ -2,7 +2,8 @@
 
 `server/job.py` asks a `Backend` for T2I, diffusion SR of tiles and light SR, and reads its
 load and costs for the planner; it never touches a pipeline or a worker itself. `local` runs
-the pipelines in this process, one worker thread each.
+the pipelines in this process, one worker thread each; `ray` runs them in Ray Serve replicas
+(`pip install "hybridsr[cluster]"`; Ray is imported only when that backend starts).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from hybridsr.server.costs import EdgeCosts
 
 StepCallback = Callable[[int, int], None]  # (step done, total); called from any thread
 SRCallObserver = Callable[[int, int], None]  # (tiles, distinct jobs) of one SR pipeline call
+
+
+class BackendStartError(RuntimeError):
+    """The backend cannot start (missing package, unreachable cluster); one line says why."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class Backend(Protocol):
 
     def load(self) -> BackendLoad: ...
 
+    def health(self) -> dict:
+        """What `/healthz` and `/metrics` show about the backend (replicas, calls in flight)."""
+        ...
+
     @property
     def light_context(self) -> int:
         """LR pixels of context a light-SR tile needs for seamless output."""
@@ -98,7 +107,7 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
 
 
 def create_backend(name: str, config, preset) -> Backend:
@@ -107,4 +116,8 @@ def create_backend(name: str, config, preset) -> Backend:
         from hybridsr.server.backends.local import LocalBackend
 
         return LocalBackend(config, preset)
+    if name == "ray":
+        from hybridsr.server.backends.ray import RayBackend
+
+        return RayBackend(config, preset)
     raise ValueError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")

@@ -88,6 +88,12 @@ class LocalBackend:
                            sr_tiles_running=sr.tiles_running if sr else 0,
                            sr_shared=self.config.cross_job_batching)
 
+    def health(self) -> dict:
+        load = self.load()
+        return {"backend": self.name, "replicas": 1,
+                "waiting": {"t2i": load.t2i_waiting, "sr": load.sr_tiles_waiting,
+                             "light": load.light_waiting}}
+
     @property
     def light_context(self) -> int:
         assert self.light is not None
