@@ -1,20 +1,24 @@
-"""`hybridsr`: generate, enhance, probe and demo from the command line."""
+"""`hybridsr`: generate, enhance, probe and demo from the command line.
+
+The client stack (aiohttp, pydantic, the SDK) is imported only by the commands that talk
+to an edge: `upscale` starts in a fraction of the time (see client/upscale.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hybridsr.client.progress import ProgressBar
-from hybridsr.imaging.lightsr import BACKENDS, REALESRGAN_MODELS, LanczosSR, create_backend
-from hybridsr.protocol import DEFAULT_POLICY, POLICIES
-from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
-from hybridsr.sdk.client import client_ssl_context, load_image
+from hybridsr.imaging.lightsr import BACKENDS, REALESRGAN_MODELS
+from hybridsr.imaging.realesrgan.runtime import PRECISIONS, RUNTIMES
+from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES
+
+if TYPE_CHECKING:
+    from hybridsr.client.progress import ProgressBar
+    from hybridsr.sdk import HybridResult
 
 PROG = "hybridsr"
 
@@ -54,12 +58,20 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threshold", type=float, help="saliency threshold for edge tiles (0..1)")
     p.add_argument("--device-sr", default="auto", choices=BACKENDS)
+    _runtime_args(p)
     p.add_argument("--color-fix", default="wavelet", choices=("wavelet", "adain", "none"))
     p.add_argument("-o", "--output", type=Path, default=Path("out.png"))
     p.add_argument("--report", type=Path, help="write the job report (JSON) here")
     p.add_argument("--html", type=Path,
                    help="write a self-contained results page (before/after, plan, timings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="device SR runtime (auto: measured once per device, then cached)")
+    p.add_argument("--precision", default="exact", choices=PRECISIONS,
+                   help="exact: float32; fast: bf16/f16 where the CPU has it (OpenVINO)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{', '.join(REALESRGAN_MODELS)}, lanczos, or a .pth/.onnx file")
     up.add_argument("--scale", type=_positive, default=4)
     up.add_argument("--threads", type=_positive, help="onnxruntime threads (default: cores)")
-    up.add_argument("--tile", type=_positive, default=128, help="tile size in input pixels")
+    up.add_argument("--tile", type=_positive,
+                    help="tile size in input pixels (default: from the available memory)")
+    _runtime_args(up)
     up.add_argument("-q", "--quiet", action="store_true")
 
     probe = sub.add_parser("probe", help="print this device's profile as JSON")
     probe.add_argument("--device-sr", default="auto", choices=BACKENDS)
+    _runtime_args(probe)
     probe.add_argument("--no-benchmark", action="store_true")
 
     demo = sub.add_parser("demo", help="run an edge in-process and one job, offline")
@@ -129,6 +144,8 @@ def _summary(result: HybridResult) -> str:
 
 def _write(result: HybridResult, output: Path, report: Path | None,
            html: Path | None = None, title: str = "") -> None:
+    from hybridsr.sdk import HybridSRError
+
     try:
         result.image.save(output)
         if report is not None:
@@ -141,51 +158,10 @@ def _write(result: HybridResult, output: Path, report: Path | None,
         raise HybridSRError(f"cannot write output: {exc}") from None
 
 
-def _upscale(args: argparse.Namespace) -> int:
-    """Local SR with a per-tile progress bar; nothing leaves the device."""
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
-
-    try:
-        with Image.open(args.input) as im:
-            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise HybridSRError(f"cannot read image {str(args.input)!r}: {exc}") from None
-    started = time.perf_counter()
-    if args.model == "lanczos":
-        out = LanczosSR().upscale(image, args.scale)
-    else:
-        from hybridsr.imaging.realesrgan import ModelFormatError, RealESRGAN
-
-        try:
-            model = RealESRGAN(args.model, scale=args.scale, threads=args.threads, tile=args.tile)
-        except (ModelFormatError, FileNotFoundError, ImportError) as exc:
-            raise HybridSRError(f"cannot load {args.model}: {exc}") from None
-        bar = tqdm(desc="upscale", unit="tile", file=sys.stderr, leave=False,
-                   disable=args.quiet or not sys.stderr.isatty())
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        try:
-            out = model.upscale(image, progress=progress)
-        finally:
-            bar.close()
-    try:
-        Image.fromarray(out).save(args.output)
-    except (OSError, ValueError) as exc:
-        raise HybridSRError(f"cannot write output: {exc}") from None
-    print(f"{args.input} {image.shape[1]}x{image.shape[0]} → {args.output} "
-          f"{out.shape[1]}x{out.shape[0]} with {args.model} in "
-          f"{time.perf_counter() - started:.2f}s", file=sys.stderr)
-    return 0
-
-
 async def _demo(args: argparse.Namespace, bar: ProgressBar) -> int:
     """The T2I job (random weights), then a real photo enhanced with real weights."""
     from hybridsr.client.demo import DEFAULT_PROMPT, demo_photo, run_demo, run_photo_demo
+    from hybridsr.sdk.client import load_image
 
     result = await run_demo(
         args.out, preset=args.preset, prompt=args.prompt or DEFAULT_PROMPT,
@@ -218,21 +194,28 @@ async def _demo(args: argparse.Namespace, bar: ProgressBar) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from hybridsr.client.progress import ProgressBar
+    from hybridsr.imaging.lightsr import create_backend
+    from hybridsr.sdk import AsyncHybridClient, probe_device
+    from hybridsr.sdk.client import client_ssl_context, load_image
+
     bar = ProgressBar(enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
     try:
         if args.command == "probe":
-            backend = create_backend(args.device_sr)
+            backend = create_backend(args.device_sr, runtime=args.runtime,
+                                     precision=args.precision)
             profile = probe_device(backend, benchmark=not args.no_benchmark)
             print(json.dumps(profile.model_dump(), indent=2))
             return 0
-        if args.command == "upscale":
-            return await asyncio.to_thread(_upscale, args)
         if args.command == "demo":
             return await _demo(args, bar)
         ssl = client_ssl_context(args.ca) if args.ca else None
         image = load_image(args.input) if args.command == "enhance" else None  # fail fast
         async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
-                                     ssl=ssl, color_fix=args.color_fix) as client:
+                                     ssl=ssl, color_fix=args.color_fix,
+                                     runtime=args.runtime, precision=args.precision) as client:
             if args.command == "generate":
                 result = await client.generate(
                     args.prompt, width=args.width, height=args.height, seed=args.seed,
@@ -257,6 +240,24 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "upscale":
+        from hybridsr.client.upscale import UpscaleError, run_upscale
+
+        try:
+            return run_upscale(args)
+        except UpscaleError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
+        except ValueError as exc:  # e.g. a scale the model does not do
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+    import asyncio
+
+    from hybridsr.sdk import HybridSRError
+
     try:
         return asyncio.run(_run(args))
     except HybridSRError as exc:

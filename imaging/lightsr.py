@@ -46,23 +46,29 @@ class RealESRGANSR:
     (`realesrgan-x4plus`, `realesrgan-x4plus-anime`) only x4 and are 20-40x slower.
     """
 
-    def __init__(self, model: str = "realesr-animevideov3", threads: int | None = None) -> None:
-        from hybridsr.imaging.realesrgan import RealESRGAN  # imports onnxruntime
+    def __init__(self, model: str = "realesr-animevideov3", threads: int | None = None,
+                 runtime: str = "auto", precision: str = "exact") -> None:
+        from hybridsr.imaging.realesrgan import RealESRGAN  # imports the runtime
 
         self._cls = RealESRGAN
         self.name = model
         self.threads = threads
+        self.runtime, self.precision = runtime, precision
         self._models: dict[int, RealESRGAN] = {}
         self._lock = threading.Lock()
         self.scales = (2, 3, 4) if model == "realesr-animevideov3" else (4,)
-        self.context = self._get(4).overlap  # builds (or loads from cache) the x4 model now
+        x4 = self._get(4)  # builds (or loads from cache) the x4 model now
+        self.context = x4.overlap
+        self.runtime, self.precision = x4.runtime, x4.precision  # what auto/fast resolved to
+        self.tile = x4.tile  # region size the device's memory allows (see compose)
 
     def _get(self, scale: int):
         if scale not in self.scales:
             raise ValueError(f"{self.name} does not do x{scale}; it does {self.scales}")
         with self._lock:
             if scale not in self._models:
-                self._models[scale] = self._cls(self.name, scale=scale, threads=self.threads)
+                self._models[scale] = self._cls(self.name, scale=scale, threads=self.threads,
+                                                runtime=self.runtime, precision=self.precision)
             return self._models[scale]
 
     def upscale(self, image: np.ndarray, scale: int) -> np.ndarray:
@@ -73,16 +79,23 @@ REALESRGAN_MODELS = ("realesr-animevideov3", "realesrgan-x4plus", "realesrgan-x4
 BACKENDS = ("auto", *REALESRGAN_MODELS, "lanczos")
 
 
-def create_backend(name: str = "auto", threads: int | None = None) -> DeviceSR:
-    """Build a backend by name. `auto`: Real-ESRGAN compact, else Lanczos with a warning."""
+def create_backend(name: str = "auto", threads: int | None = None, runtime: str = "auto",
+                   precision: str = "exact") -> DeviceSR:
+    """Build a backend by name. `auto`: Real-ESRGAN compact, else Lanczos with a warning.
+
+    `runtime` (auto|onnxruntime|openvino) and `precision` (exact|fast) apply to Real-ESRGAN.
+    """
+    from hybridsr.imaging.realesrgan.runtime import check_choice
+
+    check_choice(runtime, precision)  # a typo is an error, not a silent Lanczos fallback
     if name == "lanczos":
         return LanczosSR()
     if name == "auto":
         try:
-            return RealESRGANSR("realesr-animevideov3", threads)
+            return RealESRGANSR("realesr-animevideov3", threads, runtime, precision)
         except Exception as exc:  # onnxruntime or the weights missing, or a broken cache
             log.warning("Real-ESRGAN unavailable (%s); falling back to Lanczos", exc)
             return LanczosSR()
     if name in REALESRGAN_MODELS:
-        return RealESRGANSR(name, threads)
+        return RealESRGANSR(name, threads, runtime, precision)
     raise ValueError(f"unknown device SR backend {name!r}; known: {', '.join(BACKENDS)}")

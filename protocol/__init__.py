@@ -1,40 +1,43 @@
-"""Wire protocol shared by the hybridsr edge server and device SDK."""
+"""Wire protocol shared by the hybridsr edge server and device SDK.
 
-from hybridsr.protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode
-from hybridsr.protocol.errors import ErrorCode, ProtocolError
-from hybridsr.protocol.images import ImageBlob, decode_image, encode_image
-from hybridsr.protocol.messages import (
-    DEFAULT_POLICY,
-    POLICIES,
-    PROTOCOL_VERSION,
-    Accepted,
-    Cancel,
-    ClientStats,
-    DeviceProfile,
-    Done,
-    EdgeLimits,
-    EdgeModels,
-    EdgeProfile,
-    Enhance,
-    Error,
-    Generate,
-    Hello,
-    Message,
-    Ping,
-    Plan,
-    Pong,
-    Progress,
-    TileResult,
-    TileSpec,
-    Welcome,
-)
+Names are imported on first use (PEP 562): a local `hybridsr upscale` needs only the
+policy names, not pydantic and msgpack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_SOURCES = {
+    "codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode"),
+    "errors": ("ErrorCode", "ProtocolError"),
+    "images": ("ImageBlob", "decode_image", "encode_image"),
+    "policies": ("DEFAULT_POLICY", "POLICIES"),
+    "messages": (
+        "PROTOCOL_VERSION", "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done",
+        "EdgeLimits", "EdgeModels", "EdgeProfile", "Enhance", "Error", "Generate", "Hello",
+        "Message", "Ping", "Plan", "Pong", "Progress", "TileResult", "TileSpec", "Welcome",
+    ),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
 
 WEBSOCKET_PATH = "/v1/session"
 
-__all__ = [
-    "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_POLICY", "POLICIES", "PROTOCOL_VERSION", "WEBSOCKET_PATH",
-    "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done", "EdgeLimits", "EdgeModels",
-    "EdgeProfile", "Enhance", "Error", "ErrorCode", "Generate", "Hello", "ImageBlob", "Message",
-    "Ping", "Plan", "Pong", "Progress", "ProtocolError", "TileResult", "TileSpec", "Welcome",
-    "decode", "decode_image", "encode", "encode_image",
-]
+__all__ = ["WEBSOCKET_PATH", *sorted(_WHERE)]
+
+if TYPE_CHECKING:
+    from hybridsr.protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode  # noqa: F401
+    from hybridsr.protocol.errors import ErrorCode, ProtocolError  # noqa: F401
+    from hybridsr.protocol.images import ImageBlob, decode_image, encode_image  # noqa: F401
+    from hybridsr.protocol.messages import *  # noqa: F401,F403
+    from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES  # noqa: F401
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridsr.protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"hybridsr.protocol.{module}"), name)
+    globals()[name] = value
+    return value

@@ -12,19 +12,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridsr.protocol.images import ImageBlob, ImageFormat
+from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES  # noqa: F401 (re-exported)
 
 PROTOCOL_VERSION = 1
 
 JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Destination = Literal["edge", "device"]
 
-# Policies the edge understands. `hybrid` is the cost-aware planner; the next three give
-# every foreground tile diffusion SR with a fixed split; the last four are references only.
-POLICIES = (
-    "hybrid", "edge-diffusion-all", "split-device", "split-edge",
-    "edge-light-all", "device-light-all", "direct-hr", "top-k",
-)
-DEFAULT_POLICY = "hybrid"
 Method = Literal["diffusion", "light", "copy"]  # copy: scale 1, the LR pixels are final
 
 

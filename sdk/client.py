@@ -77,9 +77,12 @@ class AsyncHybridClient:
                  token: str | None = None, ssl: SSLContext | bool | None = None,
                  retries: int = 4, connect_timeout: float = 10.0,
                  timeouts: StageTimeouts | None = None, resume: bool = True,
-                 link: LinkProfile | None = None, measure_link: bool = True) -> None:
+                 link: LinkProfile | None = None, measure_link: bool = True,
+                 runtime: str = "auto", precision: str = "exact") -> None:
         self.edge = edge
-        self.backend = create_backend(device_sr) if isinstance(device_sr, str) else device_sr
+        # runtime/precision: the device SR's onnxruntime|openvino and exact|fast (named backends)
+        self.backend = (create_backend(device_sr, runtime=runtime, precision=precision)
+                        if isinstance(device_sr, str) else device_sr)
         self.color_fix = color_fix
         self.image_format = image_format
         self._profile = profile

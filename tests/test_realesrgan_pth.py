@@ -116,7 +116,7 @@ def test_pth_matches_ncnn_conversion(tmp_path, monkeypatch, builtin, make, wrap,
     path = _save(make(), tmp_path / f"{builtin}.pth", wrap)
     assert detect_arch(pth_mod.load_state_dict(path)) == expect
     img = _photo()
-    ours = RealESRGAN(path, threads=2, tile=0)
+    ours = RealESRGAN(path, threads=2, tile=0, runtime="onnxruntime")
     assert ours.scale == 4 and ours.overlap == expect.overlap
     out = ours.upscale(img)
     ref = RealESRGAN(builtin, 4, threads=2, tile=0).upscale(img)
@@ -142,7 +142,7 @@ def test_rrdb_pixel_unshuffle_variants(tmp_path, scale: int) -> None:
     net = pth_mod.build_torch_model(arch).eval()
     path = _save(net.state_dict(), tmp_path / f"x{scale}.pth")
     assert convert_pth(path, tmp_path / "out.onnx") == tmp_path / "out.onnx"
-    up = RealESRGAN(path, threads=2, tile=8)
+    up = RealESRGAN(path, threads=2, tile=8, runtime="onnxruntime")
     assert up.scale == scale and up.overlap == 48 * arch.unshuffle
     x = torch.rand(1, 3, 16, 20)
     with torch.no_grad():

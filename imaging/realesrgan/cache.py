@@ -17,9 +17,12 @@ import tempfile
 from pathlib import Path
 
 from .ncnn import ModelFormatError, parse_ncnn
-from .onnx_export import to_onnx
 
 __all__ = ["CONVERTER_VERSION", "cache_dir", "cached_onnx", "source_key"]
+
+#: ONNX metadata keys a .pth conversion sets (see .pth): the model's scale and overlap.
+META_SCALE = "hybridsr.scale"
+META_OVERLAP = "hybridsr.overlap"
 
 #: Bump when the converter's output changes, so old cache entries are not reused.
 CONVERTER_VERSION = "2"
@@ -64,6 +67,8 @@ def cached_onnx(param: Path, bin_path: Path, stem: str | None = None) -> Path:
         text = param_bytes.decode("ascii")
     except UnicodeDecodeError as e:
         raise ModelFormatError(f"{param}: not an ncnn .param text file ({e})") from None
+    from .onnx_export import to_onnx  # imports onnx: only on a cache miss
+
     model = to_onnx(parse_ncnn(text, bin_bytes), graph_name=stem or Path(param).stem)
     write_atomic(target, model.SerializeToString())
     return target

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .cache import CONVERTER_VERSION, cache_dir, write_atomic
+from .cache import CONVERTER_VERSION, META_OVERLAP, META_SCALE, cache_dir, write_atomic
 from .ncnn import ModelFormatError, NcnnLayer, NcnnNet
 from .onnx_export import to_onnx
 
@@ -47,8 +47,6 @@ __all__ = ["PthArch", "UnsafeCheckpointError", "convert_pth", "detect_arch", "lo
 #: Bump when this module's output changes (the cache key also has cache.CONVERTER_VERSION).
 PTH_CONVERTER_VERSION = "1"
 
-META_SCALE = "hybridsr.scale"
-META_OVERLAP = "hybridsr.overlap"
 META_ARCH = "hybridsr.arch"
 
 #: Measured for RRDB at input resolution (see upscaler.AUTO_OVERLAP); scaled by the

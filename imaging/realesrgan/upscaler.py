@@ -14,7 +14,11 @@ reflection added at the image border: it defines the whole-image result, which t
 equals the reference's single-tile result. ``overlap`` is the real context a tile takes from
 its neighbours; by default it is large enough (``AUTO_OVERLAP``) that tiled output equals
 whole-image output within 1/255. ``overlap=tile_pad`` reproduces ncnn's tiled output
-itself. Memory is bounded by one padded tile of activations plus the uint8 output.
+itself. Memory is bounded by one padded tile of activations plus the uint8 output; the
+default tile size is derived from the memory available (:func:`auto_tile`).
+
+The network runs on onnxruntime or OpenVINO, in float32 (``precision="exact"``) or the
+CPU's fastest reduced precision (``"fast"``): see :mod:`.runtime`.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from .cache import cached_onnx
-from .pth import META_OVERLAP, META_SCALE, convert_pth
+from .cache import META_OVERLAP, META_SCALE, cached_onnx
+from .runtime import create_engine
 from .weights import MODELS, find_model_files
 
-__all__ = ["RealESRGAN", "reflect_indices"]
+__all__ = ["RealESRGAN", "auto_tile", "reflect_indices"]
 
 Progress = Callable[[int, int], None]
 
@@ -45,6 +48,38 @@ AUTO_OVERLAP: dict[str, int] = {
     "realesrgan-x4plus": 48,
     "realesrgan-x4plus-anime": 48,
 }
+
+
+#: Peak working memory per padded input pixel, bytes, with a 2x margin: the compact model
+#: holds two 64-channel float32 maps at input size plus the 3*s^2-channel output; RRDB
+#: keeps 192-channel dense-block concatenations and 64-channel maps at 2x and 4x size.
+BYTES_PER_PX: dict[str, int] = {
+    "realesr-animevideov3": 2 * 1024,
+    "realesrgan-x4plus": 24 * 1024,
+    "realesrgan-x4plus-anime": 24 * 1024,
+}
+#: Share of the available memory one tile may use, and the bounds of the tile side.
+MEMORY_SHARE = 0.25
+MIN_TILE, MAX_TILE = 64, 1024
+
+
+def available_memory() -> int:
+    """Bytes this process can use without swapping (psutil's ``available``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def auto_tile(model_name: str, overlap: int, memory: int | None = None) -> int:
+    """Tile side (input px) whose padded tile fits in MEMORY_SHARE of ``memory``.
+
+    Bigger tiles recompute less shared context; the budget keeps a small device from
+    swapping. ``memory`` defaults to what is available now.
+    """
+    budget = MEMORY_SHARE * (available_memory() if memory is None else memory)
+    per_px = BYTES_PER_PX.get(model_name.rpartition("-x")[0], max(BYTES_PER_PX.values()))
+    side = int(math.sqrt(budget / per_px)) - 2 * overlap
+    return max(MIN_TILE, min(MAX_TILE, side))
 
 
 def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
@@ -60,6 +95,8 @@ def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
 def _resolve_providers(providers: Sequence[str] | None) -> list[str]:
     if not providers:
         return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
     available = set(ort.get_available_providers())
     chosen = [p for p in providers if p in available]
     missing = [p for p in providers if p not in available]
@@ -88,8 +125,11 @@ class RealESRGAN:
 
     ``model`` is a built-in name (see :func:`available_models`) or the path of an ``.onnx``
     file with the same contract (input ``[1,3,H,W]`` float32 in [0,1], output at ``scale``
-    times the size). ``threads`` sets onnxruntime's intra-op threads (``None``: its default,
-    one per physical core). ``tile <= 0`` runs the image as one tile. ``tile_pad`` is the
+    times the size). ``runtime`` is ``auto``, ``onnxruntime`` or ``openvino``; ``precision``
+    ``exact`` (float32) or ``fast`` (bf16/f16 where the CPU has it, OpenVINO only).
+    ``threads`` sets the runtime's threads (``None``: its default). ``tile`` is the tile
+    side in input pixels: ``None`` sizes it from the available memory, ``<= 0`` runs the
+    image as one tile. ``tile_pad`` is the
     reflection padding at the image border (10 as in ncnn); ``overlap`` the context taken
     from neighbouring tiles (``None``: enough for tiled == whole within 1/255; custom .onnx
     models default to ``tile_pad``). ``scale`` is checked against a custom model's output.
@@ -102,15 +142,19 @@ class RealESRGAN:
         model: str | os.PathLike[str] = "realesr-animevideov3",
         scale: int = 4,
         threads: int | None = None,
-        tile: int = 128,
+        tile: int | None = None,
         tile_pad: int = 10,
         providers: Sequence[str] | None = None,
         overlap: int | None = None,
+        runtime: str = "auto",
+        precision: str = "exact",
     ) -> None:
         if tile_pad < 0 or (overlap is not None and overlap < 0):
             raise ValueError("tile_pad and overlap must be >= 0")
         path = Path(model)
         if path.suffix.lower() == ".pth":  # official checkpoint: converted once, cached
+            from .pth import convert_pth  # imports onnx
+
             self.model_name = path.stem
             self.onnx_path = convert_pth(path)
             self.scale = int(scale)  # replaced by the model's own below
@@ -126,20 +170,16 @@ class RealESRGAN:
             self.model_name = f"{name}-x{scale}"
             self.onnx_path = cached_onnx(files.param, files.bin, self.model_name)
             self.scale = scale
-        self.tile = int(tile)
         self.tile_pad = int(tile_pad)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        self.providers = _resolve_providers(providers)
-        self.session = ort.InferenceSession(
-            str(self.onnx_path), sess_options=opts, providers=self.providers
+        builtin = path.suffix.lower() not in (".pth", ".onnx")
+        if providers and runtime == "auto":  # onnxruntime providers asked for: that runtime
+            runtime = "onnxruntime"
+        self.engine = create_engine(
+            self.onnx_path, runtime, precision, threads,
+            _resolve_providers(providers) if runtime != "openvino" else (),
         )
-        self._input = self.session.get_inputs()[0].name
-        meta = self.session.get_modelmeta().custom_metadata_map  # set by .pth conversions
+        self.runtime, self.precision = self.engine.name, self.engine.precision
+        meta = {} if builtin else self.engine.metadata  # set by .pth conversions
         if META_SCALE in meta:
             self.scale = int(meta[META_SCALE])
         if overlap is None and META_OVERLAP in meta:
@@ -147,12 +187,22 @@ class RealESRGAN:
         if overlap is None:
             overlap = AUTO_OVERLAP.get(self.model_name.rpartition("-x")[0], tile_pad)
         self.overlap = int(overlap)
+        self.tile = auto_tile(self.model_name, self.overlap) if tile is None else int(tile)
+
+    @property
+    def session(self):
+        """The onnxruntime session (onnxruntime engine only)."""
+        return getattr(self.engine, "session", None)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(getattr(self.engine, "providers", []))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """One padded tile, HxWx3 uint8 -> (H*s)x(W*s)x3 float32 in 0..255."""
         inp = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
         inp *= np.float32(1.0 / 255.0)
-        y = self.session.run(None, {self._input: inp})[0]
+        y = self.engine.run(inp)
         h, w = x.shape[:2]
         if y.shape[-2:] != (h * self.scale, w * self.scale):
             raise ValueError(
