@@ -4,6 +4,10 @@ Each tile is weighted by a separable ramp across the strips it shares with its
 neighbours, and the image is the weighted mean. On a regular grid the ramps of two
 neighbours sum to 1, so identical tiles stitch back exactly and differing tiles fade
 into each other over the whole overlap instead of meeting at a hard edge.
+
+Only the ramps need arithmetic: where a tile's weight is 1 and no other tile covers the
+pixel, the weighted mean is the tile itself, so that part is copied as uint8 and the
+float accumulation (and the final division) runs on the overlap strips alone.
 """
 
 from __future__ import annotations
@@ -107,11 +111,28 @@ def tile_weights(
     return [np.outer(fy, fx) for fx, fy in _weight_factors(tiles, width, height, scale, ramp)]
 
 
+Box = tuple[slice, slice]
+Rect = tuple[int, int, int, int]  # y0, y1, x0, x1 in HR image pixels
+
+
+def _strips(h: int, w: int, side: np.ndarray) -> tuple[Box | None, list[Box]]:
+    """A tile's full-weight core and the strips around it where its weight ramps (HR px)."""
+    left, right, top, bottom = (int(v) for v in side)
+    if left + right >= w or top + bottom >= h:  # ramps meet: no core
+        return None, [(slice(0, h), slice(0, w))]
+    core = (slice(top, h - bottom), slice(left, w - right))
+    strips = [(slice(0, top), slice(0, w)), (slice(h - bottom, h), slice(0, w)),
+              (slice(top, h - bottom), slice(0, left)),
+              (slice(top, h - bottom), slice(w - right, w))]
+    return core, [b for b in strips if b[0].stop > b[0].start and b[1].stop > b[1].start]
+
+
 class Stitcher:
     """Accumulates HR tiles as they arrive, in any order and from any thread.
 
     Edge tiles stream in one by one while device tiles are computed in parallel;
-    keeping only a running weighted sum avoids holding every tile until the end.
+    keeping only a running weighted sum of the overlap strips (and the cores as they
+    are) avoids holding every tile until the end.
     """
 
     def __init__(
@@ -130,15 +151,49 @@ class Stitcher:
         factors = _weight_factors(self.tiles, width, height, scale, ramp)
         self._tiles = {t.index: t for t in self.tiles}
         self._factors = {t.index: f for t, f in zip(self.tiles, factors, strict=True)}
-        covered = np.zeros((height, width), dtype=bool)
+        count = np.zeros((height, width), dtype=np.int32)
         for t in self.tiles:
-            covered[t.y : t.y + t.h, t.x : t.x + t.w] = True
-        if not covered.all():
+            count[t.y : t.y + t.h, t.x : t.x + t.w] += 1
+        if not count.all():
             raise ValueError("tiles do not cover the whole image")
-        self._acc = np.zeros((height * scale, width * scale, channels), dtype=np.float32)
-        self._wsum = np.zeros((height * scale, width * scale), dtype=np.float32)
+        sides = _side_overlaps(self.tiles)
+        self._cores: dict[int, Box | None] = {}
+        boxes: set[Rect] = set()  # every tile's strips; neighbours share most of them
+        for t, side in zip(self.tiles, sides, strict=True):
+            core, strips = self._parts_of(t, side, count)
+            self._cores[t.index] = core
+            y, x = t.y * scale, t.x * scale
+            boxes.update((y + r.start, y + r.stop, x + c.start, x + c.stop) for r, c in strips)
+        self._boxes = sorted(boxes)
+        self._acc = {b: np.zeros((b[1] - b[0], b[3] - b[2], channels), np.float32)
+                     for b in self._boxes}
+        self._wsum = {b: np.zeros((b[1] - b[0], b[3] - b[2]), np.float32) for b in self._boxes}
+        self._out = np.empty((height * scale, width * scale, channels), dtype=np.uint8)
         self._added: set[int] = set()
         self._lock = threading.Lock()
+
+    def _parts_of(self, t: Tile, side: np.ndarray, count: np.ndarray
+                  ) -> tuple[Box | None, list[Box]]:
+        """Core and strips of tile `t`; no core when another tile reaches into it."""
+        s = self.scale
+        core, strips = _strips(t.h * s, t.w * s, side * s)
+        if core is not None:
+            lr = count[t.y + side[2] : t.y + t.h - side[3], t.x + side[0] : t.x + t.w - side[1]]
+            if (lr != 1).any():  # irregular layout: blend the whole tile
+                return None, [(slice(0, t.h * s), slice(0, t.w * s))]
+        return core, strips
+
+    def _overlaps(self, tile: Tile) -> list[tuple[Rect, Box, Box]]:
+        """(box, slice of the tile, slice of the box) for each blend box the tile reaches."""
+        s = self.scale
+        ty0, ty1, tx0, tx1 = tile.y * s, (tile.y + tile.h) * s, tile.x * s, (tile.x + tile.w) * s
+        found = []
+        for b in self._boxes:
+            y0, y1, x0, x1 = max(b[0], ty0), min(b[1], ty1), max(b[2], tx0), min(b[3], tx1)
+            if y0 < y1 and x0 < x1:
+                found.append((b, (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0)),
+                              (slice(y0 - b[0], y1 - b[0]), slice(x0 - b[2], x1 - b[2]))))
+        return found
 
     def add(self, index: int, hr_tile: np.ndarray) -> None:
         """Blend in the HR tile for `index` (uint8, h*s x w*s x C); each index once."""
@@ -155,15 +210,24 @@ class Stitcher:
         if arr.dtype != np.uint8:
             raise ValueError(f"tile {index}: expected uint8, got {arr.dtype}")
         fx, fy = self._factors[index]
-        weighted = arr * fy[:, None, None] * fx[None, :, None]
-        rows = slice(tile.y * s, (tile.y + tile.h) * s)
-        cols = slice(tile.x * s, (tile.x + tile.w) * s)
+        parts = []
+        for box, (rows, cols), inside in self._overlaps(tile):
+            # the same products, in the same order, as weighting the whole tile would do
+            wa = arr[rows, cols] * fy[rows, None, None] * fx[None, cols, None]
+            parts.append((box, inside, wa, np.outer(fy[rows], fx[cols])))
+        core = self._cores[index]
         with self._lock:
             if index in self._added:
                 raise ValueError(f"tile {index} was already added")
             self._added.add(index)
-            self._acc[rows, cols] += weighted
-            self._wsum[rows, cols] += np.outer(fy, fx)
+            if core is not None:
+                rows, cols = core
+                y0, x0 = tile.y * s, tile.x * s
+                self._out[y0 + rows.start : y0 + rows.stop, x0 + cols.start : x0 + cols.stop] = (
+                    arr[core])
+            for box, inside, wa, w in parts:
+                self._acc[box][inside] += wa
+                self._wsum[box][inside] += w
 
     @property
     def missing(self) -> list[int]:
@@ -177,10 +241,12 @@ class Stitcher:
         if missing:
             raise ValueError(f"{len(missing)} tile(s) missing, e.g. {missing[:8]}")
         with self._lock:
-            out = self._acc / self._wsum[:, :, None]
-        np.rint(out, out=out)
-        np.clip(out, 0, 255, out=out)
-        return out.astype(np.uint8)
+            for b in self._boxes:  # boxes sharing pixels hold the same sums there
+                mean = self._acc[b] / self._wsum[b][:, :, None]
+                np.rint(mean, out=mean)
+                np.clip(mean, 0, 255, out=mean)
+                self._out[b[0] : b[1], b[2] : b[3]] = mean
+            return self._out.copy()
 
 
 def stitch(
