@@ -5,7 +5,7 @@ Shared by the SDK and the edge's one-shot endpoint; pure numpy/Pillow, no networ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,6 +30,62 @@ def device_tile(lr: np.ndarray, spec: TileSpec, scale: int, backend: DeviceSR) -
     if spec.method == "copy" or scale == 1:
         return lr[spec.y : spec.y + spec.h, spec.x : spec.x + spec.w].copy()
     return upscale_tile(lr, as_tile(spec), scale, backend.upscale, context=backend.context)
+
+
+def device_regions(specs: Sequence[TileSpec]) -> list[list[TileSpec]]:
+    """Group tiles into rectangles of adjacent tiles, so light SR runs once per rectangle.
+
+    Neighbouring tiles overlap and each needs `context` pixels around it: upscaled one
+    by one, every overlap and context strip is computed again. Tiles in the same row that
+    touch or overlap form runs; runs with the same horizontal extent in consecutive rows
+    that touch or overlap stack into one rectangle. Copy tiles (scale 1) stay alone.
+    """
+    rows: dict[int, list[TileSpec]] = {}
+    singles = []
+    for spec in specs:
+        if spec.method == "copy":
+            singles.append([spec])
+        else:
+            rows.setdefault(spec.y, []).append(spec)
+    runs: list[list[TileSpec]] = []
+    for y in sorted(rows):
+        row = sorted(rows[y], key=lambda t: t.x)
+        run = [row[0]]
+        for spec in row[1:]:
+            last = run[-1]
+            if spec.x <= last.x + last.w and spec.h == last.h:
+                run.append(spec)
+            else:
+                runs.append(run)
+                run = [spec]
+        runs.append(run)
+    regions: list[list[TileSpec]] = []
+    open_by_extent: dict[tuple[int, int], list[TileSpec]] = {}
+    for run in runs:  # rows in ascending y
+        extent = (run[0].x, run[-1].x + run[-1].w)
+        above = open_by_extent.get(extent)
+        bottom = max(t.y + t.h for t in above) if above else -1
+        if above and run[0].y <= bottom:
+            above.extend(run)
+        else:
+            if above:
+                regions.append(above)
+            open_by_extent[extent] = list(run)
+    regions.extend(open_by_extent.values())
+    return regions + singles
+
+
+def upscale_region(lr: np.ndarray, specs: Sequence[TileSpec], scale: int,
+                   backend: DeviceSR) -> dict[int, np.ndarray]:
+    """Light SR of a group of adjacent tiles as one crop; each tile's HR cut out of it."""
+    if len(specs) == 1 or scale == 1 or any(s.method == "copy" for s in specs):
+        return {s.index: device_tile(lr, s, scale, backend) for s in specs}
+    x0, y0 = min(s.x for s in specs), min(s.y for s in specs)
+    x1, y1 = max(s.x + s.w for s in specs), max(s.y + s.h for s in specs)
+    box = Tile(index=-1, x=x0, y=y0, w=x1 - x0, h=y1 - y0)
+    hr = upscale_tile(lr, box, scale, backend.upscale, context=backend.context)
+    return {s.index: hr[(s.y - y0) * scale : (s.y - y0 + s.h) * scale,
+                        (s.x - x0) * scale : (s.x - x0 + s.w) * scale].copy() for s in specs}
 
 
 def correct_edge_tile(lr: np.ndarray, spec: TileSpec, scale: int, hr: np.ndarray,
@@ -61,7 +117,9 @@ def compose(
     for spec in plan.tiles:
         if spec.index in edge_tiles:
             hr = correct_edge_tile(lr, spec, plan.scale, edge_tiles[spec.index], color_fix_method)
-        else:
-            hr = device_tile(lr, spec, plan.scale, backend)
-        stitcher.add(spec.index, hr)
+            stitcher.add(spec.index, hr)
+    local = [spec for spec in plan.tiles if spec.index not in edge_tiles]
+    for region in device_regions(local):
+        for index, hr in upscale_region(lr, region, plan.scale, backend).items():
+            stitcher.add(index, hr)
     return stitcher.result()

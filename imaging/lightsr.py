@@ -53,13 +53,14 @@ class RealESRGANSR:
         self._cls = RealESRGAN
         self.name = model
         self.threads = threads
-        self.runtime, self.precision = runtime, precision
+        self.runtime, self._precision = runtime, precision
         self._models: dict[int, RealESRGAN] = {}
         self._lock = threading.Lock()
         self.scales = (2, 3, 4) if model == "realesr-animevideov3" else (4,)
         x4 = self._get(4)  # builds (or loads from cache) the x4 model now
         self.context = x4.overlap
-        self.runtime, self.precision = x4.runtime, x4.precision  # what auto/fast resolved to
+        # what auto and exact|fast resolved to: "onnxruntime"|"openvino", "f32"|"bf16"|"f16"
+        self.runtime, self.precision = x4.runtime, x4.precision
         self.tile = x4.tile  # region size the device's memory allows (see compose)
 
     def _get(self, scale: int):
@@ -68,7 +69,7 @@ class RealESRGANSR:
         with self._lock:
             if scale not in self._models:
                 self._models[scale] = self._cls(self.name, scale=scale, threads=self.threads,
-                                                runtime=self.runtime, precision=self.precision)
+                                                runtime=self.runtime, precision=self._precision)
             return self._models[scale]
 
     def upscale(self, image: np.ndarray, scale: int) -> np.ndarray:

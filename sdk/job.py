@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from hybridsr.imaging.compose import correct_edge_tile, device_tile, plan_tiles
+from hybridsr.imaging.compose import correct_edge_tile, device_regions, plan_tiles, upscale_region
 from hybridsr.imaging.lightsr import DeviceSR
 from hybridsr.imaging.stitch import Stitcher
 from hybridsr.protocol import (
@@ -268,15 +268,16 @@ class DeviceJob:
         assert self.stitcher is not None
         todo = [t for t in plan.tiles if (t.index in only if only is not None
                                           else t.destination == "device")]
-        for spec in todo:
+        for region in device_regions(todo):  # adjacent tiles: one SR call, shared context once
             t0 = time.perf_counter()
             self._mark("device_first")
-            hr = await asyncio.to_thread(device_tile, lr, spec, plan.scale, self.backend)
+            hrs = await asyncio.to_thread(upscale_region, lr, region, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
             self._mark("device_last", again=True)
-            if spec.method != "copy" and plan.scale > 1:  # a copy says nothing of SR speed
-                self.device_px += spec.w * spec.h  # per tile pixel, context included in time
-            self._add(spec.index, hr, "device", len(plan.tiles))
+            for spec in region:
+                if spec.method != "copy" and plan.scale > 1:  # a copy says nothing of SR speed
+                    self.device_px += spec.w * spec.h  # per tile pixel, context included in time
+                self._add(spec.index, hrs[spec.index], "device", len(plan.tiles))
 
     async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:
         index = message.index

@@ -1,0 +1,168 @@
+"""The device's SR runtime: which one `auto` picks, its cache, overrides, precisions, tiles.
+
+Real onnxruntime and OpenVINO sessions on the real converted Real-ESRGAN model; the
+OpenVINO cases are skipped where it is not installed (the dev extra installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hybridsr.imaging.realesrgan import RealESRGAN
+from hybridsr.imaging.realesrgan import runtime as rt
+from hybridsr.imaging.realesrgan.upscaler import auto_tile
+
+GOLDEN = Path(__file__).parent / "golden" / "realesrgan"
+HAVE_OPENVINO = "openvino" in rt.available_runtimes()
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO not installed")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDSR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory) -> Path:
+    return RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+
+
+def _png(name: str) -> np.ndarray:
+    return np.asarray(Image.open(GOLDEN / name).convert("RGB"))
+
+
+def _photos() -> list[np.ndarray]:
+    """Real photographs (scikit-image), 64x64 crops: what `fast` is judged on."""
+    from skimage import data
+
+    return [data.astronaut()[100:164, 180:244], data.chelsea()[80:144, 150:214],
+            data.coffee()[150:214, 250:314]]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_auto_takes_the_only_installed_runtime_without_measuring(onnx_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+
+    def measure(*args):
+        raise AssertionError("measured with one runtime installed")
+
+    assert rt.available_runtimes() == ["onnxruntime"]
+    assert rt.choose_runtime(onnx_path, measure=measure) == "onnxruntime"
+    with pytest.raises(rt.RuntimeUnavailable, match=r"hybridsr\[openvino\]"):
+        RealESRGAN(runtime="openvino")
+
+
+@needs_openvino
+def test_auto_measures_once_then_reads_the_cache(onnx_path):
+    calls: list[str] = []
+
+    def measure(path, runtime, precision, threads):
+        calls.append(runtime)
+        return rt.measure_runtime(path, runtime, precision, threads)
+
+    first = rt.choose_runtime(onnx_path, "exact", 2, measure=measure)
+    assert sorted(calls) == ["onnxruntime", "openvino"]
+    entry = next(iter(json.loads(rt._choice_file().read_text()).values()))
+    assert entry["runtime"] == first == min(entry["seconds"], key=entry["seconds"].get)
+    calls.clear()
+    assert rt.choose_runtime(onnx_path, "exact", 2, measure=measure) == first
+    assert calls == []  # a second process start does not measure again
+    rt.choose_runtime(onnx_path, "fast", 2, measure=measure)  # another precision: its own
+    assert sorted(calls) == ["onnxruntime", "openvino"]
+
+
+@needs_openvino
+@pytest.mark.parametrize("cached", ["onnxruntime", "openvino"])
+def test_the_cached_choice_decides_auto_and_an_override_beats_it(onnx_path, cached):
+    rt.choose_runtime(onnx_path, "exact", 2)
+    path = rt._choice_file()
+    choices = json.loads(path.read_text())
+    for entry in choices.values():
+        entry["runtime"] = cached
+    path.write_text(json.dumps(choices))
+    assert RealESRGAN(threads=2, tile=0).runtime == cached
+    other = "openvino" if cached == "onnxruntime" else "onnxruntime"
+    assert RealESRGAN(threads=2, tile=0, runtime=other).runtime == other
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+@pytest.mark.parametrize(("scale", "inp"), [(4, "astronaut32"), (2, "chelsea40x48")])
+def test_exact_matches_the_ncnn_reference(runtime, scale, inp):
+    img = _png(f"input_{inp}.png")
+    up = RealESRGAN(scale=scale, threads=2, tile=0, runtime=runtime, precision="exact")
+    assert (up.runtime, up.precision) == (runtime, "f32")
+    ref = _png(f"realesr-animevideov3-x{scale}_{inp}.png")
+    diff = np.abs(up.upscale(img).astype(np.int16) - ref.astype(np.int16))
+    assert diff.max() <= 2 and (diff <= 1).mean() >= 0.999
+
+
+@needs_openvino
+def test_fast_is_reduced_precision_and_close_to_exact():
+    exact = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="exact")
+    fast = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="fast")
+    caps = rt._ov_precision(__import__("openvino").Core(), "fast")
+    assert fast.precision == caps
+    for photo in _photos():
+        a, b = exact.upscale(photo), fast.upscale(photo)
+        assert _psnr(a, b) >= 40.0
+        if caps != "f32":  # the CPU has bf16/f16: fast must really compute in it
+            assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_onnxruntime_fast_stays_float32(onnx_path):
+    up = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="fast")
+    assert up.precision == "f32"
+
+
+def test_bad_choices_are_clear_errors():
+    with pytest.raises(ValueError, match="runtime"):
+        RealESRGAN(runtime="tensorrt")
+    with pytest.raises(ValueError, match="precision"):
+        RealESRGAN(precision="int4")
+    from hybridsr.imaging.lightsr import create_backend
+
+    with pytest.raises(ValueError, match="runtime"):
+        create_backend("auto", runtime="tensorrt")  # not swallowed into a Lanczos fallback
+
+
+def test_tiles_follow_the_memory():
+    small = auto_tile("realesr-animevideov3-x4", 18, memory=256 << 20)
+    big = auto_tile("realesr-animevideov3-x4", 18, memory=8 << 30)
+    rrdb = auto_tile("realesrgan-x4plus-x4", 48, memory=8 << 30)
+    assert 64 <= small < big <= 1024 and rrdb < big
+    up = RealESRGAN(runtime="onnxruntime", tile=None)  # sized from what is available now
+    assert 64 <= up.tile <= 1024
+
+
+def test_upscale_cli_imports_no_client_stack():
+    code = ("import sys, hybridsr.client.cli, hybridsr.client.upscale; "
+            "print(sorted(m for m in ('aiohttp', 'pydantic', 'msgpack', 'tqdm', 'onnx') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_upscale_cli_runtime_and_precision(tmp_path, runtime):
+    photo = _photos()[0][:40, :48]
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybridsr.client", "upscale", str(tmp_path / "in.png"), "-o",
+         str(tmp_path / "out.png"), "--runtime", runtime, "--precision", "fast", "--threads", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"({runtime}, " in proc.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime").upscale(photo)
+    assert _psnr(out, exact) >= 40.0
