@@ -269,12 +269,14 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def import_seconds(modules: str, repeats: int = 5) -> float:
-    """Median wall time of importing ``modules`` in a fresh interpreter."""
-    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True).stdout) for _ in range(repeats)]
-    return statistics.median(runs)
+def import_seconds(modules: str, repeats: int = 5) -> tuple[float, float]:
+    """Median wall and CPU time of importing ``modules`` in a fresh interpreter."""
+    code = ("import time; t, c = time.perf_counter(), time.process_time(); "
+            f"import {modules}; print(time.perf_counter() - t, time.process_time() - c)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(repeats)]
+    return (statistics.median(float(r[0]) for r in runs),
+            statistics.median(float(r[1]) for r in runs))
 
 
 def bench_cli(repeats: int, size: int = 384) -> dict:
@@ -335,8 +337,9 @@ def print_cli(row: dict, imports: dict[str, float]) -> None:
               f"fast {row['speedup_fast']:.2f}x (goal >= 2.5x); exact vs ncnn max diff "
               f"{row['exact_vs_ncnn_maxdiff']}/255")
     print(f"  fast vs exact: {row['psnr_fast_vs_exact']:.1f} dB PSNR")
-    for what, seconds in imports.items():
-        print(f"  import {what}: {seconds * 1e3:.0f} ms (fresh interpreter, median of 5)")
+    for what, (wall, cpu) in imports.items():
+        print(f"  import {what}: {wall * 1e3:.0f} ms wall, {cpu * 1e3:.0f} ms CPU "
+              "(fresh interpreter, median of 5)")
 
 
 def main() -> None:
@@ -361,7 +364,15 @@ def main() -> None:
         "hybridsr.client.cli + upscale": import_seconds(cli_modules),
         "+ numpy, Pillow, the upscaler": import_seconds(
             f"{cli_modules}, PIL.Image, hybridsr.imaging.realesrgan"),
+        "+ onnxruntime": import_seconds(
+            f"{cli_modules}, PIL.Image, hybridsr.imaging.realesrgan, onnxruntime"),
     }
+    from hybridsr.imaging.realesrgan.runtime import available_runtimes
+
+    if "openvino" in available_runtimes():
+        imports["+ OpenVINO (runtime only)"] = import_seconds(
+            f"{cli_modules}, PIL.Image, hybridsr.imaging.realesrgan; "
+            "hybridsr.imaging.realesrgan.runtime._import_openvino()")
     print_cli(cli, imports)
     if args.json and args.cli:
         with open(args.json, "w") as f:

@@ -166,3 +166,21 @@ def test_upscale_cli_runtime_and_precision(tmp_path, runtime):
     out = np.asarray(Image.open(tmp_path / "out.png"))
     exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime").upscale(photo)
     assert _psnr(out, exact) >= 40.0
+
+
+def test_the_sdk_client_passes_runtime_and_precision_to_device_sr():
+    from hybridsr.sdk import AsyncHybridClient
+
+    client = AsyncHybridClient("ws://127.0.0.1:9", runtime="onnxruntime", precision="fast")
+    assert (client.backend.runtime, client.backend.precision) == ("onnxruntime", "f32")
+    with pytest.raises(ValueError, match="precision"):
+        AsyncHybridClient("ws://127.0.0.1:9", precision="fastest")
+
+
+@needs_openvino
+def test_openvino_loads_without_its_converter_and_leaves_it_importable():
+    code = ("import sys; from hybridsr.imaging.realesrgan.runtime import _import_openvino; "
+            "_import_openvino(); print('openvino.tools.ovc' in sys.modules); "
+            "import openvino.tools.ovc; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "ok"]
