@@ -38,6 +38,8 @@ def test_refused_connection_is_one_clear_line():
     [
         (["generate", "x", "--width", "-5"], "positive integer"),
         (["generate", "x", "--policy", "nope"], "invalid choice"),
+        (["enhance", "x.png", "--runtime", "tensorrt"], "invalid choice"),
+        (["upscale", "x.png", "--precision", "int4"], "invalid choice"),
         (["enhance"], "required"),
         (["generate", "x", "--edge", "ftp://host:1"], "edge URL"),
     ],
@@ -73,7 +75,8 @@ def test_generate_and_enhance_against_a_running_edge(edge, tmp_path, photo):
 
     Image.fromarray(photo).save(tmp_path / "in.png")
     proc = run("hybridsr.client", "enhance", str(tmp_path / "in.png"), "--edge", edge.url,
-               "--scale", "4", "-o", str(out), "--report", str(report))
+               "--scale", "4", "-o", str(out), "--report", str(report),
+               "--runtime", "onnxruntime", "--precision", "fast")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (256, 256)
 
