@@ -80,11 +80,12 @@ REALESRGAN_MODELS = ("realesr-animevideov3", "realesrgan-x4plus", "realesrgan-x4
 BACKENDS = ("auto", *REALESRGAN_MODELS, "lanczos")
 
 
-def create_backend(name: str = "auto", threads: int | None = None, runtime: str = "auto",
-                   precision: str = "exact") -> DeviceSR:
+def create_backend(name: str = "auto", threads: int | None = None,
+                   runtime: str = "onnxruntime", precision: str = "exact") -> DeviceSR:
     """Build a backend by name. `auto`: Real-ESRGAN compact, else Lanczos with a warning.
 
     `runtime` (auto|onnxruntime|openvino) and `precision` (exact|fast) apply to Real-ESRGAN.
+    The default stays onnxruntime, as the edge uses it; the device SDK and CLI pass `auto`.
     """
     from hybridsr.imaging.realesrgan.runtime import check_choice
 

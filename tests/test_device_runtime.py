@@ -184,3 +184,15 @@ def test_openvino_loads_without_its_converter_and_leaves_it_importable():
             "import openvino.tools.ovc; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "ok"]
+
+
+@needs_openvino
+def test_one_engine_serves_concurrent_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    up = RealESRGAN(threads=1, tile=0, runtime="openvino")
+    photos = _photos()
+    alone = [up.upscale(p) for p in photos]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(up.upscale, photos))
+    assert all((a == b).all() for a, b in zip(alone, together, strict=True))

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -156,14 +157,16 @@ class OpenVinoEngine:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # an infer request is not thread-safe; sessions are
 
     @property
     def metadata(self) -> dict[str, str]:
         return _onnx_metadata(self._path)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: x})
-        return self._request.get_output_tensor(0).data.copy()
+        with self._lock:  # concurrent jobs on one client share this engine
+            self._request.infer({0: x})
+            return self._request.get_output_tensor(0).data.copy()
 
 
 def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
