@@ -67,11 +67,16 @@ def cached_onnx(param: Path, bin_path: Path, stem: str | None = None) -> Path:
         text = param_bytes.decode("ascii")
     except UnicodeDecodeError as e:
         raise ModelFormatError(f"{param}: not an ncnn .param text file ({e})") from None
-    from .onnx_export import to_onnx  # imports onnx: only on a cache miss
-
     model = to_onnx(parse_ncnn(text, bin_bytes), graph_name=stem or Path(param).stem)
     write_atomic(target, model.SerializeToString())
     return target
+
+
+def to_onnx(net, graph_name: str):
+    """The ONNX builder, imported on a cache miss only: importing onnx costs start-up time."""
+    from .onnx_export import to_onnx as build
+
+    return build(net, graph_name=graph_name)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
