@@ -47,7 +47,7 @@ class RealESRGANSR:
     """
 
     def __init__(self, model: str = "realesr-animevideov3", threads: int | None = None,
-                 runtime: str = "auto", precision: str = "exact") -> None:
+                 runtime: str = "onnxruntime", precision: str = "exact") -> None:
         from hybridsr.imaging.realesrgan import RealESRGAN  # imports the runtime
 
         self._cls = RealESRGAN

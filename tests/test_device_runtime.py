@@ -91,7 +91,7 @@ def test_the_cached_choice_decides_auto_and_an_override_beats_it(onnx_path, cach
     for entry in choices.values():
         entry["runtime"] = cached
     path.write_text(json.dumps(choices))
-    assert RealESRGAN(threads=2, tile=0).runtime == cached
+    assert RealESRGAN(threads=2, tile=0, runtime="auto").runtime == cached
     other = "openvino" if cached == "onnxruntime" else "onnxruntime"
     assert RealESRGAN(threads=2, tile=0, runtime=other).runtime == other
 
@@ -118,6 +118,10 @@ def test_fast_is_reduced_precision_and_close_to_exact():
         assert _psnr(a, b) >= 40.0
         if caps != "f32":  # the CPU has bf16/f16: fast must really compute in it
             assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_the_library_default_stays_onnxruntime():
+    assert RealESRGAN(tile=0).runtime == "onnxruntime"  # the edge's light SR and GanSR
 
 
 def test_onnxruntime_fast_stays_float32(onnx_path):

@@ -125,7 +125,8 @@ class RealESRGAN:
 
     ``model`` is a built-in name (see :func:`available_models`) or the path of an ``.onnx``
     file with the same contract (input ``[1,3,H,W]`` float32 in [0,1], output at ``scale``
-    times the size). ``runtime`` is ``auto``, ``onnxruntime`` or ``openvino``; ``precision``
+    times the size). ``runtime`` is ``onnxruntime`` (the default, as the edge uses it),
+    ``openvino`` or ``auto`` (what the device's CLI and SDK pass); ``precision``
     ``exact`` (float32) or ``fast`` (bf16/f16 where the CPU has it, OpenVINO only).
     ``threads`` sets the runtime's threads (``None``: its default). ``tile`` is the tile
     side in input pixels: ``None`` sizes it from the available memory, ``<= 0`` runs the
@@ -146,7 +147,7 @@ class RealESRGAN:
         tile_pad: int = 10,
         providers: Sequence[str] | None = None,
         overlap: int | None = None,
-        runtime: str = "auto",
+        runtime: str = "onnxruntime",
         precision: str = "exact",
     ) -> None:
         if tile_pad < 0 or (overlap is not None and overlap < 0):
