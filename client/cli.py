@@ -15,6 +15,9 @@ from hybridsr.imaging.lightsr import BACKENDS, REALESRGAN_MODELS, LanczosSR, cre
 from hybridsr.protocol import DEFAULT_POLICY, POLICIES
 from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, probe_device
 from hybridsr.sdk.client import client_ssl_context, load_image
+from hybridsr.sdk.inputs import as_input_kind, prepare_image, upscale_alpha
+from hybridsr.sdk.probe import benchmark_backend
+from hybridsr.sdk.profile_cache import profile_cache
 
 PROG = "hybridsr"
 
@@ -34,6 +37,16 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a scale of at least 1, got {text}")
+    return int(value) if value.is_integer() else value
 
 
 def _model_name(text: str) -> str:
@@ -77,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     enh = sub.add_parser("enhance", help="super-resolve an existing image")
     enh.add_argument("input", type=Path)
-    enh.add_argument("--scale", type=_positive)
+    enh.add_argument("--scale", type=_scale,
+                     help="1 up to the edge's largest, e.g. 2 or 2.5 (default: the largest)")
     enh.add_argument("--prompt", default="")
     _job_args(enh)
 
@@ -94,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="print this device's profile as JSON")
     probe.add_argument("--device-sr", default="auto", choices=BACKENDS)
     probe.add_argument("--no-benchmark", action="store_true")
+    probe.add_argument("--remeasure", action="store_true",
+                       help="benchmark the device SR now, ignoring (and refreshing) the cache")
 
     demo = sub.add_parser("demo", help="run an edge in-process and one job, offline")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -124,6 +140,8 @@ def _summary(result: HybridResult) -> str:
         text += f"\nDEGRADED: {result.degraded_reason}"
     if result.random_weights:
         text += "\nnote: the edge uses random weights (tiny preset): the image is noise-like"
+    for note in result.notes:
+        text += f"\nnote: {note}"
     return text
 
 
@@ -141,20 +159,26 @@ def _write(result: HybridResult, output: Path, report: Path | None,
         raise HybridSRError(f"cannot write output: {exc}") from None
 
 
+class _OneScale:
+    """A RealESRGAN model (built for one scale) as a DeviceSR, for the alpha plane."""
+
+    def __init__(self, model) -> None:
+        self.model, self.name = model, "realesrgan"
+
+    def upscale(self, image, scale: int):
+        return self.model.upscale(image)
+
+
 def _upscale(args: argparse.Namespace) -> int:
     """Local SR with a per-tile progress bar; nothing leaves the device."""
-    import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
-    try:
-        with Image.open(args.input) as im:
-            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise HybridSRError(f"cannot read image {str(args.input)!r}: {exc}") from None
+    prepared = prepare_image(args.input)  # alpha, greyscale, EXIF... kept (sdk/inputs.py)
+    image = prepared.rgb
     started = time.perf_counter()
     if args.model == "lanczos":
-        out = LanczosSR().upscale(image, args.scale)
+        sr = LanczosSR()
+        out = sr.upscale(image, args.scale)
     else:
         from hybridsr.imaging.realesrgan import ModelFormatError, RealESRGAN
 
@@ -173,8 +197,12 @@ def _upscale(args: argparse.Namespace) -> int:
             out = model.upscale(image, progress=progress)
         finally:
             bar.close()
+        sr = _OneScale(model)
+    alpha = prepared.alpha
+    if alpha is not None:
+        alpha = upscale_alpha(alpha, args.scale, sr, (out.shape[1], out.shape[0]))
     try:
-        Image.fromarray(out).save(args.output)
+        as_input_kind(prepared, out, alpha).save(args.output)
     except (OSError, ValueError) as exc:
         raise HybridSRError(f"cannot write output: {exc}") from None
     print(f"{args.input} {image.shape[1]}x{image.shape[0]} → {args.output} "
@@ -222,15 +250,24 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "probe":
             backend = create_backend(args.device_sr)
-            profile = probe_device(backend, benchmark=not args.no_benchmark)
+            cache = profile_cache()
+            if args.remeasure and cache is not None and not args.no_benchmark:
+                cache.put(backend, benchmark_backend(backend))  # measured now, then kept
+            profile = probe_device(backend, benchmark=not args.no_benchmark,
+                                   cache=cache or False)
             print(json.dumps(profile.model_dump(), indent=2))
+            entry = cache.get(backend) if cache is not None and not args.no_benchmark else None
+            if entry is not None:
+                print(f"SR speed: {entry.source}, {time.time() - entry.measured_at:.0f} s old, "
+                      f"kept in {cache.path}", file=sys.stderr)
             return 0
         if args.command == "upscale":
             return await asyncio.to_thread(_upscale, args)
         if args.command == "demo":
             return await _demo(args, bar)
         ssl = client_ssl_context(args.ca) if args.ca else None
-        image = load_image(args.input) if args.command == "enhance" else None  # fail fast
+        # Read (and refuse) the input before connecting: a bad file costs no edge time.
+        image = prepare_image(args.input) if args.command == "enhance" else None
         async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
                                      ssl=ssl, color_fix=args.color_fix) as client:
             if args.command == "generate":

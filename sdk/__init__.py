@@ -5,7 +5,7 @@ Never imports torch or diffusers: it must install and run on a Raspberry Pi.
 
 from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend
 from hybridsr.sdk.client import AsyncHybridClient, HybridClient
-from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError, UnsupportedImage
 from hybridsr.sdk.job import ProgressEvent, StageTimeouts
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.result import HybridResult, Timings
@@ -13,5 +13,5 @@ from hybridsr.sdk.result import HybridResult, Timings
 __all__ = [
     "AsyncHybridClient", "DeviceSR", "EdgeRefused", "EdgeUnavailable", "HybridClient",
     "HybridResult", "HybridSRError", "LanczosSR", "ProgressEvent", "RealESRGANSR",
-    "StageTimeouts", "Timings", "create_backend", "probe_device",
+    "StageTimeouts", "Timings", "UnsupportedImage", "create_backend", "probe_device",
 ]
