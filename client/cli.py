@@ -40,6 +40,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a scale of at least 1, got {text}")
+    return int(value) if value.is_integer() else value
+
+
 def _model_name(text: str) -> str:
     if text in (*REALESRGAN_MODELS, "lanczos") or text.endswith((".pth", ".onnx")):
         return text
@@ -89,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     enh = sub.add_parser("enhance", help="super-resolve an existing image")
     enh.add_argument("input", type=Path)
-    enh.add_argument("--scale", type=_positive)
+    enh.add_argument("--scale", type=_scale,
+                     help="1 up to the edge's largest, e.g. 2 or 2.5 (default: the largest)")
     enh.add_argument("--prompt", default="")
     _job_args(enh)
 
@@ -109,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--device-sr", default="auto", choices=BACKENDS)
     _runtime_args(probe)
     probe.add_argument("--no-benchmark", action="store_true")
+    probe.add_argument("--remeasure", action="store_true",
+                       help="benchmark the device SR now, ignoring (and refreshing) the cache")
 
     demo = sub.add_parser("demo", help="run an edge in-process and one job, offline")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -139,6 +152,8 @@ def _summary(result: HybridResult) -> str:
         text += f"\nDEGRADED: {result.degraded_reason}"
     if result.random_weights:
         text += "\nnote: the edge uses random weights (tiny preset): the image is noise-like"
+    for note in result.notes:
+        text += f"\nnote: {note}"
     return text
 
 
@@ -195,24 +210,37 @@ async def _demo(args: argparse.Namespace, bar: ProgressBar) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     import json
+    import time
 
     from hybridsr.client.progress import ProgressBar
     from hybridsr.imaging.lightsr import create_backend
     from hybridsr.sdk import AsyncHybridClient, probe_device
-    from hybridsr.sdk.client import client_ssl_context, load_image
+    from hybridsr.sdk.client import client_ssl_context
+    from hybridsr.sdk.inputs import prepare_image
+    from hybridsr.sdk.probe import benchmark_backend
+    from hybridsr.sdk.profile_cache import profile_cache
 
     bar = ProgressBar(enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
     try:
         if args.command == "probe":
             backend = create_backend(args.device_sr, runtime=args.runtime,
                                      precision=args.precision)
-            profile = probe_device(backend, benchmark=not args.no_benchmark)
+            cache = profile_cache()
+            if args.remeasure and cache is not None and not args.no_benchmark:
+                cache.put(backend, benchmark_backend(backend))  # measured now, then kept
+            profile = probe_device(backend, benchmark=not args.no_benchmark,
+                                   cache=cache or False)
             print(json.dumps(profile.model_dump(), indent=2))
+            entry = cache.get(backend) if cache is not None and not args.no_benchmark else None
+            if entry is not None:
+                print(f"SR speed: {entry.source}, {time.time() - entry.measured_at:.0f} s old, "
+                      f"kept in {cache.path}", file=sys.stderr)
             return 0
         if args.command == "demo":
             return await _demo(args, bar)
         ssl = client_ssl_context(args.ca) if args.ca else None
-        image = load_image(args.input) if args.command == "enhance" else None  # fail fast
+        # Read (and refuse) the input before connecting: a bad file costs no edge time.
+        image = prepare_image(args.input) if args.command == "enhance" else None
         async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
                                      ssl=ssl, color_fix=args.color_fix,
                                      runtime=args.runtime, precision=args.precision) as client:

@@ -16,32 +16,50 @@ class UpscaleError(Exception):
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    """Upscale ``args.input`` into ``args.output`` with a per-tile progress bar on a tty."""
-    import numpy as np
-    from PIL import Image
+    """Upscale ``args.input`` into ``args.output`` with a per-tile progress bar on a tty.
+
+    Alpha, greyscale and EXIF orientation are kept as the edge jobs keep them
+    (`sdk/inputs.py`): the alpha plane is upscaled by the same model and re-attached.
+    """
+    from hybridsr.sdk.errors import HybridSRError
+    from hybridsr.sdk.inputs import as_input_kind, prepare_image, upscale_alpha
 
     try:
-        with Image.open(args.input) as im:
-            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise UpscaleError(f"cannot read image {str(args.input)!r}: {exc}") from None
+        prepared = prepare_image(args.input)
+    except HybridSRError as exc:
+        raise UpscaleError(str(exc)) from None
+    image = prepared.rgb
     started = time.perf_counter()
     how = args.model
     if args.model == "lanczos":
         from hybridsr.imaging.lightsr import LanczosSR
 
-        out = LanczosSR().upscale(image, args.scale)
+        sr = LanczosSR()
+        out = sr.upscale(image, args.scale)
     else:
-        out, how = _realesrgan(args, image)
+        out, how, sr = _realesrgan(args, image)
+    alpha = prepared.alpha
+    if alpha is not None:
+        alpha = upscale_alpha(alpha, args.scale, sr, (out.shape[1], out.shape[0]))
     try:
         # compress_level 1: a few % larger than the default 6, and 4-5x faster to write
-        Image.fromarray(out).save(args.output, compress_level=1)
+        as_input_kind(prepared, out, alpha).save(args.output, compress_level=1)
     except (OSError, ValueError) as exc:
         raise UpscaleError(f"cannot write output: {exc}") from None
     print(f"{args.input} {image.shape[1]}x{image.shape[0]} → {args.output} "
           f"{out.shape[1]}x{out.shape[0]} with {how} in "
           f"{time.perf_counter() - started:.2f}s", file=sys.stderr)
     return 0
+
+
+class _OneScale:
+    """A RealESRGAN model (built for one scale) as a DeviceSR, for the alpha plane."""
+
+    def __init__(self, model) -> None:
+        self.model, self.name = model, "realesrgan"
+
+    def upscale(self, image, scale: int):
+        return self.model.upscale(image)
 
 
 def _realesrgan(args: argparse.Namespace, image):
@@ -54,7 +72,7 @@ def _realesrgan(args: argparse.Namespace, image):
         raise UpscaleError(f"cannot load {args.model}: {exc}") from None
     how = f"{args.model} ({model.runtime}, {model.precision}, tile {model.tile})"
     if args.quiet or not sys.stderr.isatty():
-        return model.upscale(image), how
+        return model.upscale(image), how, _OneScale(model)
     from tqdm import tqdm
 
     bar = tqdm(desc="upscale", unit="tile", file=sys.stderr, leave=False)
@@ -64,6 +82,6 @@ def _realesrgan(args: argparse.Namespace, image):
         bar.update(done - bar.n)
 
     try:
-        return model.upscale(image, progress=progress), how
+        return model.upscale(image, progress=progress), how, _OneScale(model)
     finally:
         bar.close()

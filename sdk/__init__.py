@@ -1,17 +1,41 @@
 """The hybridsr device SDK: talk to an edge, do light SR locally, stitch the result.
 
-Never imports torch or diffusers: it must install and run on a Raspberry Pi.
+Never imports torch or diffusers: it must install and run on a Raspberry Pi. Names load on
+first use (PEP 562), so `hybridsr.sdk.inputs` alone (a local `hybridsr upscale`) does not
+pull in aiohttp and pydantic.
 """
 
-from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend
-from hybridsr.sdk.client import AsyncHybridClient, HybridClient
-from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
-from hybridsr.sdk.job import ProgressEvent, StageTimeouts
-from hybridsr.sdk.probe import probe_device
-from hybridsr.sdk.result import HybridResult, Timings
+from __future__ import annotations
 
-__all__ = [
-    "AsyncHybridClient", "DeviceSR", "EdgeRefused", "EdgeUnavailable", "HybridClient",
-    "HybridResult", "HybridSRError", "LanczosSR", "ProgressEvent", "RealESRGANSR",
-    "StageTimeouts", "Timings", "create_backend", "probe_device",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+_SOURCES = {
+    "hybridsr.imaging.lightsr": ("DeviceSR", "LanczosSR", "RealESRGANSR", "create_backend"),
+    "hybridsr.sdk.client": ("AsyncHybridClient", "HybridClient"),
+    "hybridsr.sdk.errors": ("EdgeRefused", "EdgeUnavailable", "HybridSRError",
+                            "UnsupportedImage"),
+    "hybridsr.sdk.job": ("ProgressEvent", "StageTimeouts"),
+    "hybridsr.sdk.probe": ("probe_device",),
+    "hybridsr.sdk.result": ("HybridResult", "Timings"),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:
+    from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend  # noqa: F401
+    from hybridsr.sdk.client import AsyncHybridClient, HybridClient  # noqa: F401
+    from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError, UnsupportedImage  # noqa: F401
+    from hybridsr.sdk.job import ProgressEvent, StageTimeouts  # noqa: F401
+    from hybridsr.sdk.probe import probe_device  # noqa: F401
+    from hybridsr.sdk.result import HybridResult, Timings  # noqa: F401
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridsr.sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value

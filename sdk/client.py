@@ -13,14 +13,13 @@ import ssl as ssl_module
 import threading
 import uuid
 from collections.abc import Coroutine
-from pathlib import Path
 from ssl import SSLContext
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from hybridsr.imaging.lightsr import DeviceSR, create_backend
+from hybridsr.imaging.sizes import generate_size
 from hybridsr.protocol import (
     DEFAULT_POLICY,
     ClientStats,
@@ -31,9 +30,17 @@ from hybridsr.protocol import (
 )
 from hybridsr.sdk.connection import Connection
 from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.inputs import (
+    ImageInput,
+    PreparedImage,
+    enhance_scale,
+    prepare_image,
+    restore,
+)
 from hybridsr.sdk.job import DeviceJob, ProgressCallback, StageTimeouts
 from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.probe import probe_device
+from hybridsr.sdk.profile_cache import profile_cache
 from hybridsr.sdk.result import HybridResult
 
 T = TypeVar("T")
@@ -52,20 +59,12 @@ def client_ssl_context(cafile: str | None = None) -> SSLContext:
         return ssl_module.create_default_context(cafile=cafile)
     except (OSError, ssl_module.SSLError) as exc:
         raise HybridSRError(f"cannot load CA certificate {cafile!r}: {exc}") from None
-ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """Any supported input as HxWx3 uint8; a file that cannot be read is a `HybridSRError`."""
-    if isinstance(image, np.ndarray):
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise HybridSRError(f"cannot read image {str(image)!r}: {exc}") from None
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """Any supported still image as HxWx3 uint8 (alpha dropped: `enhance` keeps it);
+    an unreadable or animated one is an `UnsupportedImage`."""
+    return prepare_image(image).rgb
 
 
 class AsyncHybridClient:
@@ -137,6 +136,8 @@ class AsyncHybridClient:
         if job.device_px and self.stats is not None:
             speed = job.timings.device_sr / job.device_px
             self.stats = self.stats.model_copy(update={"device_sr_s_per_lr_px": speed})
+            if self._benchmark and (cache := profile_cache()) is not None:
+                cache.observe(self.backend, speed * 1000.0)  # the next start need not measure
 
     async def _reconnect(self, broken: Connection) -> Connection:
         """A fresh connection for every job that lost `broken`; retried with backoff."""
@@ -187,35 +188,51 @@ class AsyncHybridClient:
                        latency_budget_s: float | None = None, top_k: int | None = None,
                        job_id: str | None = None, on_progress: ProgressCallback | None = None
                        ) -> HybridResult:
-        """Text → HR image of `width`×`height`; the edge picks the LR size from the scale.
+        """Text → HR image of exactly `width`×`height`; the edge picks the LR size from the
+        scale (any size: generated at the nearest larger one the edge supports, then cropped).
 
         `policy` is `hybrid` (the cost-aware planner) or a fixed split; `latency_budget_s`
         lets the planner trade denoising steps for speed; `threshold` (0..1) is the saliency
         a tile needs for diffusion SR: lower means more of the image is diffusion-enhanced.
         """
         await self.connect()
+        w, h, edge_scale, note = generate_size(width, height, scale, policy,
+                                               self.connection.welcome.limits)
         request = Generate(
             job_id=job_id or uuid.uuid4().hex, prompt=prompt, negative_prompt=negative_prompt,
-            width=width, height=height, seed=seed, policy=policy, steps=steps, scale=scale,
+            width=w, height=h, seed=seed, policy=policy, steps=steps, scale=edge_scale,
             threshold=threshold, image_format=self.image_format,
             latency_budget_s=latency_budget_s, top_k=top_k, stats=self.stats,
         )
-        return await self._run(request, None, on_progress)
+        result = await self._run(request, None, on_progress)
+        return restore(result, None, (width, height), self.backend, [note] if note else [],
+                       crop=True)
 
-    async def enhance(self, image: ImageInput, *, scale: int | None = None, prompt: str = "",
-                      seed: int | None = None, policy: str = DEFAULT_POLICY,
+    async def enhance(self, image: ImageInput | PreparedImage, *, scale: float | None = None,
+                      prompt: str = "", seed: int | None = None, policy: str = DEFAULT_POLICY,
                       threshold: float | None = None, top_k: int | None = None,
                       job_id: str | None = None, on_progress: ProgressCallback | None = None
                       ) -> HybridResult:
-        """Super-resolve an existing image: salient tiles by the edge, the rest here."""
+        """Super-resolve an existing image: salient tiles by the edge, the rest here.
+
+        `scale` may be any value from 1 to the edge's largest (a scale the edge lacks is
+        served by its next larger one and resized down here); alpha, greyscale and EXIF
+        orientation are kept, and every conversion is noted in `result.notes`.
+        """
+        prepared = await asyncio.to_thread(prepare_image, image)
         await self.connect()
-        lr = load_image(image)
+        edge_scale, note = enhance_scale(scale, self.connection.welcome.limits)
+        lr = prepared.rgb
         request = Enhance(
             job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
-            scale=scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
+            scale=edge_scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
             image_format=self.image_format, top_k=top_k, stats=self.stats,
         )
-        return await self._run(request, lr, on_progress)
+        result = await self._run(request, lr, on_progress)
+        factor = scale if scale is not None else result.plan.scale
+        size = (round(lr.shape[1] * factor), round(lr.shape[0] * factor))
+        notes = [*prepared.notes, *([note] if note else [])]
+        return await asyncio.to_thread(restore, result, prepared, size, self.backend, notes)
 
     async def _run(self, request: Generate | Enhance, lr: np.ndarray | None,
                    on_progress: ProgressCallback | None) -> HybridResult:

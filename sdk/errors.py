@@ -19,3 +19,8 @@ class EdgeRefused(HybridSRError):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class UnsupportedImage(HybridSRError):
+    """An input image the SDK cannot take without losing part of it (animated, multi-frame,
+    an unknown pixel format) or cannot read at all; nothing was sent to the edge."""

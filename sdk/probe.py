@@ -12,6 +12,7 @@ import psutil
 from hybridsr.imaging.lightsr import DeviceSR, create_backend
 from hybridsr.imaging.tiles import Tile, upscale_tile
 from hybridsr.protocol import DeviceProfile
+from hybridsr.sdk.profile_cache import ProfileCache, profile_cache
 
 
 def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats: int = 2
@@ -35,8 +36,25 @@ def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats
     return best * 1000.0 / (tile * tile)
 
 
-def probe_device(backend: DeviceSR | None = None, benchmark: bool = True) -> DeviceProfile:
+def measured_speed(backend: DeviceSR, cache: ProfileCache | None) -> float:
+    """ms per LR tile pixel: from `cache` when it holds a fresh figure, else benchmarked
+    now (and stored)."""
+    entry = cache.get(backend) if cache is not None else None
+    if entry is not None:
+        return entry.sr_ms_per_lr_pixel
+    speed = benchmark_backend(backend)
+    if cache is not None:
+        cache.put(backend, speed)
+    return speed
+
+
+def probe_device(backend: DeviceSR | None = None, benchmark: bool = True,
+                 cache: ProfileCache | bool = True) -> DeviceProfile:
+    """This device's profile. The SR speed comes from the per-device cache when fresh
+    (`cache=True`: the default file; False: benchmark now and store nothing);
+    `benchmark=False` leaves it unknown."""
     backend = backend or create_backend()
+    store = profile_cache() if cache is True else (cache or None)
     memory = psutil.virtual_memory()
     try:
         load = os.getloadavg()[0]
@@ -56,5 +74,5 @@ def probe_device(backend: DeviceSR | None = None, benchmark: bool = True) -> Dev
         power_plugged=bool(battery.power_plugged) if battery else None,
         platform=f"{platform.system()}-{platform.machine()}",
         sr_backend=backend.name,
-        sr_ms_per_lr_pixel=benchmark_backend(backend) if benchmark else None,
+        sr_ms_per_lr_pixel=measured_speed(backend, store) if benchmark else None,
     )

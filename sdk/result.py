@@ -44,6 +44,8 @@ class HybridResult:
     # done, stitched (the results page draws its waterfall from these).
     marks: dict[str, float] = field(default_factory=dict)
     edge_timings: dict[str, float] = field(default_factory=dict)  # the edge's `done` timings
+    # How the input and output were adapted (sizes, scales, formats): see sdk/inputs.py.
+    notes: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what the CLI writes with `--report`."""
@@ -52,6 +54,8 @@ class HybridResult:
             "job_id": self.plan.job_id,
             "policy": self.plan.policy,
             "size": list(self.image.size),
+            "mode": self.image.mode,
+            "notes": list(self.notes),
             "lr_size": list(self.lr_image.size),
             "scale": self.plan.scale,
             "steps": self.plan.steps,

@@ -16,6 +16,8 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from hybridsr.imaging.compose import compose
+from hybridsr.imaging.resample import cover
+from hybridsr.imaging.sizes import generate_size
 from hybridsr.protocol import (
     Done,
     Error,
@@ -53,7 +55,11 @@ async def handle_generate(request: web.Request) -> web.Response:
         if not isinstance(body, dict):
             return _error(ErrorCode.INVALID_MESSAGE, "the body must be a JSON object")
         body.setdefault("job_id", f"http-{uuid.uuid4().hex[:12]}")
-        message = Generate.model_validate({**body, "type": "generate"})
+        asked = Generate.model_validate({**body, "type": "generate"})
+        # Any size within the limits: generated at the nearest supported one, then cropped.
+        width, height, scale, note = generate_size(asked.width, asked.height, asked.scale,
+                                                   asked.policy, edge.limits)
+        message = asked.model_copy(update={"width": width, "height": height, "scale": scale})
         job_request = validate_generate(message, edge.limits, edge.preset)
     except ValidationError as exc:
         return _error(ErrorCode.INVALID_MESSAGE, summarize(exc, "generate"))
@@ -86,7 +92,7 @@ async def handle_generate(request: web.Request) -> web.Response:
     light = edge.light
 
     def finish() -> bytes:  # light SR of the remaining tiles and the PNG: off the event loop
-        image = compose(lr, plan, edge_tiles, light)
+        image = cover(compose(lr, plan, edge_tiles, light), asked.width, asked.height)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
         return buf.getvalue()
@@ -95,5 +101,6 @@ async def handle_generate(request: web.Request) -> web.Response:
     headers = {
         "X-Hybridsr-Timings": json.dumps(final.timings),
         "X-Hybridsr-Random-Weights": str(plan.random_weights).lower(),
+        "X-Hybridsr-Notes": json.dumps([note] if note else []),
     }
     return web.Response(body=png, content_type="image/png", headers=headers)

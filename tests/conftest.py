@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The device's measured SR speed is cached per user; tests keep theirs to themselves.
+os.environ.setdefault("HYBRIDSR_PROFILE_CACHE", os.path.join(
+    tempfile.mkdtemp(prefix="hybridsr-tests-"), "device-profile.json"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -213,8 +213,8 @@ async def test_bad_client_does_not_disturb_a_good_one(edge):
 async def test_sdk_raises_typed_error_and_keeps_the_connection(edge):
     async with AsyncHybridClient(edge.url, benchmark=False) as client:
         with pytest.raises(EdgeRefused) as info:
-            await client.generate("x", width=100, height=128)
-        assert info.value.code == "bad_size" and "multiples of 32" in info.value.message
+            await client.generate("x", width=1100, height=128)  # past the edge's max_width
+        assert info.value.code == "bad_size" and "outside" in info.value.message
         result = await client.generate("x", width=128, height=128)
         assert result.image.size == (128, 128)
 

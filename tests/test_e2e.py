@@ -141,12 +141,27 @@ def test_healthz_and_one_shot_http(any_edge):
 
 
 def test_one_shot_http_rejects_bad_size(edge):
-    body = json.dumps({"prompt": "x", "width": 100, "height": 128}).encode()
+    body = json.dumps({"prompt": "x", "width": 1100, "height": 128}).encode()  # > max_width
     req = urllib.request.Request(f"{edge.http_url}/v1/generate", data=body, method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=30)
     assert info.value.code == 400
     assert json.load(info.value)["code"] == "bad_size"
+
+
+def test_one_shot_http_returns_exactly_the_size_asked(edge):
+    from io import BytesIO
+
+    from PIL import Image
+
+    body = json.dumps({"prompt": "x", "width": 100, "height": 70, "seed": 2}).encode()
+    req = urllib.request.Request(f"{edge.http_url}/v1/generate", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        notes = json.loads(resp.headers["X-Hybridsr-Notes"])
+        png = resp.read()
+    assert Image.open(BytesIO(png)).size == (100, 70)
+    assert notes == ["generated at 128x96 (the edge works in multiples of 32), "
+                     "centre-cropped to 100x70"]
 
 
 @pytest.mark.parametrize(
