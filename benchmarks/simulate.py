@@ -554,7 +554,10 @@ class Scenario:
     def costs(self) -> Costs:
         p = self.profile
         device = replace(p.device, sr_s_per_px=p.device.sr_s_per_px / self.device_speed)
-        return Costs(edge=replace(p.edge), device=device, link=self.link)
+        # Simulated calls take exactly their cost, on workers that never slow each other:
+        # the planner's belief has no spread and no slow-down factors either.
+        edge = replace(p.edge, spread=0.0, sr_beside_light=1.0, light_beside_sr=1.0)
+        return Costs(edge=edge, device=device, link=self.link)
 
 
 def simulate(scenario: Scenario) -> list[JobRecord]:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 _SOURCES = {
     "codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode"),
     "errors": ("ErrorCode", "ProtocolError"),
-    "images": ("ImageBlob", "decode_image", "encode_image"),
-    "policies": ("DEFAULT_POLICY", "POLICIES"),
+    "images": ("ImageBlob", "decode_image", "encode_image", "CODECS", "LOSSY_BY_QUALITY",
+               "Codec", "TileQuality", "encode_with"),
+    "policies": ("DEFAULT_POLICY", "POLICIES", "TILE_QUALITIES"),
     "messages": (
         "PROTOCOL_VERSION", "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done",
         "EdgeLimits", "EdgeModels", "EdgeProfile", "Enhance", "Error", "Generate", "Hello",
@@ -29,9 +30,18 @@ __all__ = ["WEBSOCKET_PATH", *sorted(_WHERE)]
 if TYPE_CHECKING:
     from hybridsr.protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode  # noqa: F401
     from hybridsr.protocol.errors import ErrorCode, ProtocolError  # noqa: F401
-    from hybridsr.protocol.images import ImageBlob, decode_image, encode_image  # noqa: F401
+    from hybridsr.protocol.images import (  # noqa: F401
+        CODECS,
+        LOSSY_BY_QUALITY,
+        Codec,
+        ImageBlob,
+        TileQuality,
+        decode_image,
+        encode_image,
+        encode_with,
+    )
     from hybridsr.protocol.messages import *  # noqa: F401,F403
-    from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES  # noqa: F401
+    from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES, TILE_QUALITIES  # noqa: F401
 
 
 def __getattr__(name: str) -> object:

@@ -7,6 +7,7 @@ decompression bomb is refused from its header alone.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridsr.protocol.errors import ErrorCode, ProtocolError
 
-ImageFormat = Literal["png", "webp"]
+ImageFormat = Literal["png", "webp", "jpeg"]
+TileQuality = Literal["lossless", "high", "balanced"]  # as policies.TILE_QUALITIES
 
 # Generous default; the server announces its own limit in `welcome`.
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -30,20 +32,71 @@ class ImageBlob(BaseModel):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     data: bytes
+    quality: int | None = Field(default=None, ge=1, le=100)  # None: lossless
+
+    @property
+    def codec(self) -> str:
+        """The codec's name, as in `CODECS`: `png`, `webp`, `jpeg-q95`, ..."""
+        return self.format if self.quality is None else f"{self.format}-q{self.quality}"
 
 
-def encode_image(array: np.ndarray, fmt: ImageFormat = "png") -> ImageBlob:
-    """Encode an HxWx3 uint8 array. PNG is lossless; WebP here is lossless too."""
+@dataclass(frozen=True)
+class Codec:
+    """How a tile travels: a format and a lossy quality (None: lossless)."""
+
+    name: str
+    format: ImageFormat
+    quality: int | None = None
+
+    @property
+    def lossless(self) -> bool:
+        return self.quality is None
+
+
+# The codecs the edge may pick for tiles and the plan's LR image (`benchmarks/codecs.py`
+# measures them). PSNR against the lossless 512² SR tile: JPEG q95 4:4:4 about 41 dB,
+# JPEG q90 about 40 dB. Lossy WebP (always 4:2:0 chroma) was left out: at q90 it is a third
+# of JPEG q90's bytes, but fine texture across stitched tiles steps by 3.4/255 between 8x8
+# blocks, against 1.5 for JPEG q90 (tests/test_colorfix.py).
+CODECS: dict[str, Codec] = {c.name: c for c in (
+    Codec("png", "png"), Codec("webp", "webp"),
+    Codec("jpeg-q95", "jpeg", 95), Codec("jpeg-q90", "jpeg", 90),
+)}
+# What each quality preference lets the planner use besides the lossless codec.
+LOSSY_BY_QUALITY: dict[str, tuple[str, ...]] = {
+    "lossless": (),
+    "high": ("jpeg-q95",),
+    "balanced": ("jpeg-q95", "jpeg-q90"),
+}
+
+
+def encode_image(array: np.ndarray, fmt: ImageFormat = "png", quality: int | None = None
+                 ) -> ImageBlob:
+    """Encode an HxWx3 uint8 array: lossless without `quality`, else lossy JPEG or WebP.
+
+    JPEG keeps full-resolution chroma (4:4:4): tiles are stitched and colour-corrected, and
+    halved chroma shows as colour fringes along hard edges.
+    """
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 array, got {array.shape} {array.dtype}")
+    if (fmt == "jpeg" and quality is None) or (fmt == "png" and quality is not None):
+        raise ValueError("jpeg needs a quality; png never has one")
     buf = io.BytesIO()
     image = Image.fromarray(array, "RGB")
     if fmt == "png":
         image.save(buf, format="PNG", compress_level=1)
-    else:
+    elif fmt == "jpeg":
+        image.save(buf, format="JPEG", quality=quality, subsampling=0)
+    elif quality is None:
         image.save(buf, format="WEBP", lossless=True, quality=80, method=0)
+    else:
+        image.save(buf, format="WEBP", quality=quality, method=0)
     h, w = array.shape[:2]
-    return ImageBlob(format=fmt, width=w, height=h, data=buf.getvalue())
+    return ImageBlob(format=fmt, width=w, height=h, data=buf.getvalue(), quality=quality)
+
+
+def encode_with(array: np.ndarray, codec: Codec) -> ImageBlob:
+    return encode_image(array, codec.format, codec.quality)
 
 
 def decode_image(blob: ImageBlob, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

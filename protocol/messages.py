@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybridsr.protocol.images import ImageBlob, ImageFormat
+from hybridsr.protocol.images import ImageBlob, ImageFormat, TileQuality
 from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES  # noqa: F401 (re-exported)
 
 PROTOCOL_VERSION = 1
@@ -115,7 +115,8 @@ class Generate(_Model):
     steps: int | None = None
     scale: int | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
-    image_format: ImageFormat = "png"
+    image_format: ImageFormat = "png"  # the lossless codec (png or webp) for tiles
+    tile_quality: TileQuality = "high"  # lossy tiles allowed when the link is the bottleneck
     latency_budget_s: float | None = Field(default=None, gt=0)  # steps and scale adapt to it
     top_k: int | None = Field(default=None, ge=0)  # for policy top-k
     stats: ClientStats | None = None
@@ -132,7 +133,8 @@ class Enhance(_Model):
     policy: str = DEFAULT_POLICY
     steps: int | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
-    image_format: ImageFormat = "png"
+    image_format: ImageFormat = "png"  # the lossless codec (png or webp) for tiles
+    tile_quality: TileQuality = "high"  # lossy tiles allowed when the link is the bottleneck
     latency_budget_s: float | None = Field(default=None, gt=0)
     top_k: int | None = Field(default=None, ge=0)
     stats: ClientStats | None = None
@@ -203,6 +205,7 @@ class Plan(_Model):
     random_weights: bool
     predicted_s: float | None = None  # planner: request received → last edge tile sent
     predicted_plan_s: float | None = None  # planner: request received → plan sent
+    tile_codec: str | None = None  # the codec the planner picked for tiles and the LR image
 
 
 class TileResult(_Model):

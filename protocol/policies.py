@@ -7,3 +7,7 @@ POLICIES = (
     "edge-light-all", "device-light-all", "direct-hr", "top-k",
 )
 DEFAULT_POLICY = "hybrid"
+
+# How tiles may travel (`tile_quality`): lossless always, or lossy JPEG when the planner
+# predicts it saves enough (see `images.LOSSY_BY_QUALITY`).
+TILE_QUALITIES = ("lossless", "high", "balanced")

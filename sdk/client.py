@@ -72,6 +72,7 @@ class AsyncHybridClient:
 
     def __init__(self, edge: str, *, device_sr: str | DeviceSR = "auto",
                  color_fix: str = "wavelet", image_format: str = "png",
+                 tile_quality: str = "high",
                  profile: DeviceProfile | None = None, benchmark: bool = True,
                  token: str | None = None, ssl: SSLContext | bool | None = None,
                  retries: int = 4, connect_timeout: float = 10.0,
@@ -84,6 +85,7 @@ class AsyncHybridClient:
                         if isinstance(device_sr, str) else device_sr)
         self.color_fix = color_fix
         self.image_format = image_format
+        self.tile_quality = tile_quality  # lossless | high | balanced: lossy tiles allowed?
         self._profile = profile
         self._benchmark = benchmark
         self.token = token
@@ -202,7 +204,8 @@ class AsyncHybridClient:
             job_id=job_id or uuid.uuid4().hex, prompt=prompt, negative_prompt=negative_prompt,
             width=w, height=h, seed=seed, policy=policy, steps=steps, scale=edge_scale,
             threshold=threshold, image_format=self.image_format,
-            latency_budget_s=latency_budget_s, top_k=top_k, stats=self.stats,
+            tile_quality=self.tile_quality, latency_budget_s=latency_budget_s, top_k=top_k,
+            stats=self.stats,
         )
         result = await self._run(request, None, on_progress)
         return restore(result, None, (width, height), self.backend, [note] if note else [],
@@ -226,7 +229,8 @@ class AsyncHybridClient:
         request = Enhance(
             job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
             scale=edge_scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
-            image_format=self.image_format, top_k=top_k, stats=self.stats,
+            image_format=self.image_format, tile_quality=self.tile_quality, top_k=top_k,
+            stats=self.stats,
         )
         result = await self._run(request, lr, on_progress)
         factor = scale if scale is not None else result.plan.scale

@@ -93,6 +93,7 @@ class DeviceJob:
         # When things happened, seconds after the request was sent: the page's waterfall.
         self.marks: dict[str, float] = {}
         self._started = 0.0
+        self.wire: dict[int, dict[str, str | int]] = {}  # edge tile → its codec and bytes
 
     async def run(self) -> HybridResult:
         job_id = self.request.job_id
@@ -207,6 +208,7 @@ class DeviceJob:
             bytes_sent=self._bytes[1] + self.conn.bytes_sent,
             edge=self.conn.welcome.models.model_dump(), reconnects=self.reconnects,
             marks=dict(self.marks), edge_timings=dict(edge_timings),
+            tile_wire=dict(sorted(self.wire.items())),
         )
 
     async def _next(self, queue: asyncio.Queue, timeout: float, stage: str):
@@ -286,6 +288,8 @@ class DeviceJob:
         if index in self.destinations:
             return
         spec = plan.tiles[index]
+
+        self.wire[index] = {"codec": message.image.codec, "bytes": len(message.image.data)}
 
         def prepare() -> np.ndarray | None:
             try:

@@ -46,6 +46,7 @@ class HybridResult:
     edge_timings: dict[str, float] = field(default_factory=dict)  # the edge's `done` timings
     # How the input and output were adapted (sizes, scales, formats): see sdk/inputs.py.
     notes: list[str] = field(default_factory=list)
+    tile_wire: dict[int, dict[str, Any]] = field(default_factory=dict)  # codec, bytes per tile
 
     def report(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what the CLI writes with `--report`."""
@@ -71,6 +72,9 @@ class HybridResult:
             "edge": self.edge,
             "marks": dict(self.marks),
             "edge_timings": dict(self.edge_timings),
+            "tile_codec": self.plan.tile_codec,
+            "lr_image_bytes": len(self.plan.lr_image.data) if self.plan.lr_image else 0,
+            "tile_wire": {str(k): v for k, v in self.tile_wire.items()},
         }
 
     def save_report(self, path: str | Path) -> None:

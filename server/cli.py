@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", default=d.backend, choices=BACKENDS,
                        help="where the models run: local (this process) or ray (Serve replicas)")
     serve.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    serve.add_argument("--edge-light-runtime", default=d.edge_light_runtime,
+                       choices=("auto", "torch", "onnxruntime"),
+                       help="edge light SR: torch (batched; on the GPU where --device is "
+                            "cuda), onnxruntime (CPU threads), auto: torch when CUDA is there")
     serve.add_argument("--max-jobs", type=int, default=d.max_jobs)
     serve.add_argument("--tile", type=int, default=d.tile, help="LR tile size in pixels")
     serve.add_argument("--overlap", type=int, default=d.overlap)

@@ -16,6 +16,8 @@ class EdgeConfig:
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto"
     torch_threads: int | None = None  # CPU threads for the pipelines (None: torch's default)
     light_threads: int | None = None  # onnxruntime threads for edge light SR (None: default)
+    edge_light_runtime: str = "auto"  # torch | onnxruntime | auto (torch where CUDA is)
+    light_batch: int = 0  # edge light-SR crops per call (0: 16 on torch, else 1)
     max_jobs: int = 16  # accepted and unfinished jobs, over all sessions; beyond it: `busy`
     max_frame_bytes: int = 32 * 1024 * 1024
     max_prompt_chars: int = 1000

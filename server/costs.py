@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -32,11 +33,23 @@ class EdgeCosts:
     light_s_per_px: float = 2e-5  # edge light SR per LR pixel
     service_s: float = 1.0  # mean edge busy time per job, for queueing estimates
     alpha: float = 0.3  # weight of the newest observation in the running averages
+    spread: float = 0.1  # typical relative error of one SR call's prediction (robust)
+    # How much slower diffusion SR runs while light SR computes beside it, and the other way
+    # round: 1 where they use different hardware (a GPU and the CPU), up to 2 and more where
+    # they share cores. Learned from calls that overlapped (see `observe_sr`).
+    sr_beside_light: float = 1.0
+    light_beside_sr: float = 1.0
 
     def __post_init__(self) -> None:
         # Recent diffusion-SR calls as (tile pixels in the batch, seconds), refitted as a
-        # line. Not a field: the costs stay plain numbers for reports and `asdict`.
-        self._sr_history: deque[tuple[int, float]] = deque(maxlen=64)
+        # line; recent relative errors of the SR and light predictions. Not fields: the
+        # costs stay plain numbers for reports and `asdict`.
+        # Short windows: long enough that one stalled call is outvoted, short enough to
+        # follow a machine whose load changes (a shared CPU, a GPU taking other work).
+        self._sr_history: deque[tuple[int, float]] = deque(maxlen=16)
+        self._residuals: deque[float] = deque(maxlen=32)
+        self._light_history: deque[float] = deque(maxlen=9)
+        self._beside: dict[str, deque[float]] = {"sr": deque(maxlen=9), "light": deque(maxlen=9)}
 
     def t2i(self, steps: int, lr_px: int) -> float:
         return lr_px * (self.t2i_s_per_px + steps * self.t2i_s_per_step_px)
@@ -60,25 +73,23 @@ class EdgeCosts:
         than 2x (e.g. a start-up profile taken while the CPU was oversubscribed)."""
         return error if not 0.5 <= error <= 2.0 else 1 + self.alpha * (error - 1)
 
-    def observe_sr(self, seconds: float, tiles: int, tile_px: int) -> None:
+    def observe_sr(self, seconds: float, tiles: int, tile_px: int, beside: float = 0.0
+                   ) -> None:
         """Refit fixed and per-pixel cost from recent calls of different batch sizes.
 
         Scaling both parts by one ratio cannot learn that a batch of 4 costs far less than
-        4 batches of 1 (the point of batching on a GPU); a least-squares line can.
+        4 batches of 1 (the point of batching on a GPU); a line can. `beside`: the share of
+        the call during which light SR computed too; such calls teach the slow-down instead.
         """
         if not _sane(seconds, 1e-6, 3600) or tiles <= 0 or tile_px <= 0:
             return
+        if self._learn_beside("sr", seconds, self.sr_batch(tiles, tile_px), beside):
+            return
+        self._residual(seconds, self.sr_batch(tiles, tile_px))
         self._sr_history.append((tiles * tile_px, seconds))
-        xs = [x for x, _ in self._sr_history]
-        ys = [y for _, y in self._sr_history]
-        n = len(xs)
-        mean_x, mean_y = sum(xs) / n, sum(ys) / n
-        var = sum((x - mean_x) ** 2 for x in xs)
-        if var > 0 and n >= 3:
-            slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
-            slope = max(slope, 0.0)
-            base = max(mean_y - slope * mean_x, 0.0)
-            self.sr_batch_base_s, self.sr_s_per_tile_px = base, slope
+        fitted = _theil_sen(list(self._sr_history))
+        if fitted is not None:
+            self.sr_batch_base_s, self.sr_s_per_tile_px = fitted
             return
         predicted = self.sr_batch(tiles, tile_px)  # one batch size seen so far: scale
         if predicted > 0:
@@ -86,14 +97,57 @@ class EdgeCosts:
             self.sr_batch_base_s *= ratio
             self.sr_s_per_tile_px *= ratio
 
-    def observe_light(self, seconds: float, tile_px: int) -> None:
+    def observe_light(self, seconds: float, tile_px: int, beside: float = 0.0) -> None:
         """`tile_px`: pixels of the tile itself; the context around it is part of the cost."""
         if _sane(seconds, 1e-7, 600) and tile_px > 0 and self.light_s_per_px > 0:
-            self.light_s_per_px *= self._step(seconds / tile_px / self.light_s_per_px)
+            if self._learn_beside("light", seconds, self.light(tile_px), beside):
+                return
+            self._residual(seconds, self.light(tile_px))
+            self._light_history.append(seconds / tile_px)
+            if len(self._light_history) >= 3:  # the median: a busy moment is not the norm
+                self.light_s_per_px = statistics.median(self._light_history)
+            else:
+                self.light_s_per_px *= self._step(seconds / tile_px / self.light_s_per_px)
+
+    def _learn_beside(self, kind: str, seconds: float, alone: float, beside: float) -> bool:
+        """A call that overlapped the other SR worker for `beside` of its time: learn the
+        slow-down factor f from seconds = alone × (1 + (f − 1) × beside). True: consumed."""
+        if beside < 0.25 or alone <= 0:
+            return False
+        factor = min(max(1 + (seconds / alone - 1) / beside, 1.0), 4.0)
+        self._beside[kind].append(factor)
+        value = statistics.median(self._beside[kind])
+        if kind == "sr":
+            self.sr_beside_light = value
+        else:
+            self.light_beside_sr = value
+        return True
+
+    def _residual(self, seconds: float, predicted: float) -> None:
+        """Learn how far one call strays from its prediction (1.48 × the median absolute
+        relative error: a standard deviation that one stalled call does not blow up)."""
+        if predicted > 0:
+            self._residuals.append(abs(seconds / predicted - 1))
+            if len(self._residuals) >= 5:
+                spread = 1.4826 * statistics.median(self._residuals)
+                self.spread = min(max(spread, 0.02), 0.5)
 
     def observe_service(self, seconds: float) -> None:
         if _sane(seconds, 1e-6, 3600):
             self.service_s += self.alpha * (seconds - self.service_s)
+
+
+def _theil_sen(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """Fixed and per-pixel cost of SR calls as a robust line (Theil–Sen: the median of the
+    pairwise slopes). A least-squares line was dragged up by the calls that ran while the
+    CPU was busy elsewhere, and over-predicted every ordinary call after them."""
+    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
+              for x2, y2 in points[i + 1 :] if x2 != x1]
+    if len(points) < 3 or not slopes:
+        return None
+    slope = max(statistics.median(slopes), 0.0)
+    base = max(statistics.median(y - slope * x for x, y in points), 0.0)
+    return base, slope
 
 
 @dataclass(frozen=True)
@@ -159,3 +213,50 @@ class LinkCosts:
 # Encoded size of an image, bytes per pixel. PNG of photographic content is 1.5-2.5 B/px;
 # measured per edge from what it really sends (see Edge.observe_bytes).
 DEFAULT_BYTES_PER_PX = 2.0
+
+
+@dataclass
+class CodecCost:
+    """One tile codec: encoded bytes per pixel, edge encode and device decode seconds per px."""
+
+    bytes_per_px: float
+    encode_s_per_px: float
+    decode_s_per_px: float
+
+
+# Starting points, from NOTES.md (one 512² SR tile of a photo, Pillow, 2-core x86_64) and
+# `benchmarks/codecs.py`; the edge refines bytes and encode time from every tile it sends.
+# Decode time stays this machine's figure: devices do not report theirs yet.
+DEFAULT_CODEC_COSTS: dict[str, tuple[float, float, float]] = {
+    "png": (1.5, 7.6e-8, 3.0e-8),
+    "webp": (1.3, 2.3e-7, 3.0e-8),
+    "jpeg-q95": (0.2, 8.0e-9, 1.0e-8),
+    "jpeg-q90": (0.13, 4.0e-9, 8.0e-9),
+}
+
+
+class CodecCosts:
+    """What each codec costs on this edge: learned from the tiles it sends and probes."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self.alpha = alpha
+        self.table = {name: CodecCost(*v) for name, v in DEFAULT_CODEC_COSTS.items()}
+        self.seen: set[str] = set()
+
+    def get(self, name: str) -> CodecCost:
+        return self.table[name]
+
+    def observe(self, name: str, nbytes: int, px: int, seconds: float) -> None:
+        """One encoded image; the first one of a codec replaces its default outright."""
+        cost = self.table.get(name)
+        if cost is None or px <= 0 or not _sane(seconds, 0.0, 600) or nbytes <= 0:
+            return
+        a = 1.0 if name not in self.seen else self.alpha
+        self.seen.add(name)
+        cost.bytes_per_px += a * (nbytes / px - cost.bytes_per_px)
+        cost.encode_s_per_px += a * (seconds / px - cost.encode_s_per_px)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {n: {"bytes_per_px": round(c.bytes_per_px, 4),
+                    "encode_s_per_px": c.encode_s_per_px, "decode_s_per_px": c.decode_s_per_px}
+                for n, c in self.table.items()}

@@ -27,7 +27,7 @@ from hybridsr.protocol import (
 from hybridsr.server.backends import Backend
 from hybridsr.server.backends import create_backend as create_model_backend
 from hybridsr.server.config import EdgeConfig
-from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, EdgeCosts
+from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, CodecCosts, EdgeCosts
 from hybridsr.server.metrics import EdgeMetrics
 from hybridsr.server.presets import Preset, get_preset
 from hybridsr.server.profiling import measure_profile
@@ -52,6 +52,7 @@ class Edge:
         self.light: DeviceSR | None = None
         self.in_phase = {"sr": 0, "light": 0}  # jobs now using each SR worker
         self.bytes_per_px = DEFAULT_BYTES_PER_PX
+        self.codecs = CodecCosts()  # per tile codec: bytes and encode time, from real sends
         self.profile = EdgeProfile()
         self.active_jobs = 0
         self.jobs_completed = 0

@@ -30,13 +30,15 @@ from hybridsr.protocol import (
     Done,
     Error,
     ErrorCode,
+    ImageBlob,
     Plan,
     Progress,
     ProtocolError,
     TileResult,
     TileSpec,
-    encode_image,
+    encode_with,
 )
+from hybridsr.protocol.images import CODECS, LOSSY_BY_QUALITY, Codec
 from hybridsr.server.backends import SRTile
 from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
@@ -45,11 +47,11 @@ from hybridsr.server.planner import (
     Costs,
     JobShape,
     Prediction,
+    choose_codec,
     choose_scale,
     choose_steps,
-    place,
-    predict,
     to_specs,
+    with_codec,
 )
 from hybridsr.server.validation import JobRequest
 
@@ -74,6 +76,8 @@ class EdgeJob:
         self._lock = asyncio.Lock()
         self.orphan_timer: asyncio.TimerHandle | None = None
         self.log_bytes = 0  # what keeping this job for a reconnecting client costs
+        self.codec: Codec = CODECS[request.image_format]  # the planner may pick a lossy one
+        self._probed = False  # whether a tile was also encoded with the other candidates
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -178,12 +182,13 @@ class EdgeJob:
                 tiles = [Tile(0, 0, 0, lr_w, lr_h)]
             else:
                 tiles = tile_grid(lr_w, lr_h, cfg.tile, cfg.overlap)
-            return JobShape(
+            shape = JobShape(
                 kind=req.kind, lr_width=lr_w, lr_height=lr_h, scale=scale, steps=req.steps,
                 tiles=tiles, sr_batch=cfg.sr_batch, sr_load=edge.in_phase["sr"],
                 light_load=edge.in_phase["light"], queue_wait_s=edge.queue_wait(),
-                bytes_per_px=edge.bytes_per_px, sr_tiles_ahead=sr_ahead(),
+                sr_tiles_ahead=sr_ahead(), light_batch=edge.backend.light_batch,
             )
+            return with_codec(shape, self.codec.name, edge.codecs.get(self.codec.name))
 
         if req.kind == "generate" and not req.scale_given and req.policy != "direct-hr":
             width, height = req.lr_width * req.scale, req.lr_height * req.scale
@@ -221,13 +226,14 @@ class EdgeJob:
 
         def decide():
             scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]
-            placement = place(req.policy, scores, threshold, shape, costs, req.top_k)
-            blob = encode_image(lr, req.image_format) if req.kind == "generate" else None
-            return (predict(shape, costs, placement), to_specs(tiles, scores, placement), blob)
+            choice = choose_codec(req.policy, scores, threshold, shape, costs, edge.codecs,
+                                  self.codec.name, LOSSY_BY_QUALITY[req.tile_quality],
+                                  req.tile_quality, req.top_k)
+            self.codec = CODECS[choice.codec]
+            blob = self._encode(lr) if req.kind == "generate" else None
+            return choice.prediction, to_specs(tiles, scores, choice.placement), blob
 
         predicted, specs, lr_blob = await asyncio.to_thread(decide)
-        if lr_blob is not None:
-            edge.observe_bytes(len(lr_blob.data), req.lr_width * req.lr_height)
         elapsed = time.perf_counter() - started
         plan = Plan(
             job_id=req.job_id, policy=req.policy, lr_image=lr_blob,
@@ -235,7 +241,7 @@ class EdgeJob:
             tile=cfg.tile, overlap=cfg.overlap, threshold=threshold, tiles=specs,
             sr_backend=edge.preset.sr_backend, random_weights=edge.preset.random_weights,
             predicted_s=round(elapsed + predicted.edge_done - predicted.plan_sent, 4),
-            predicted_plan_s=round(elapsed, 4),
+            predicted_plan_s=round(elapsed, 4), tile_codec=self.codec.name,
         )
         self.prediction = predicted
         self.timings["plan"] = time.perf_counter() - t0
@@ -289,16 +295,21 @@ class EdgeJob:
     async def _light_tiles(self, lr: np.ndarray, specs: list[TileSpec]) -> None:
         req, edge = self.request, self.edge
         t0 = time.perf_counter()
+        lot, s = max(1, edge.backend.light_batch), req.scale
         async with edge.phase("light", bool(specs)), _Outbox() as outbox:
-            for spec in specs:
+            for start in range(0, len(specs), lot):
                 if self.cancelled.is_set():
                     raise JobCancelled()
-                tile = Tile(spec.index, spec.x, spec.y, spec.w, spec.h)
-                patch, dx, dy = crop_with_context(lr, tile, edge.backend.light_context)
-                big = await edge.backend.light_sr(patch, req.scale, tile_px=tile.w * tile.h)
-                s = req.scale
-                hr = big[dy * s : (dy + tile.h) * s, dx * s : (dx + tile.w) * s]
-                await outbox.put(self._send_tiles([spec.index], [hr]))
+                tiles = [Tile(p.index, p.x, p.y, p.w, p.h) for p in specs[start : start + lot]]
+                crops = [crop_with_context(lr, t, edge.backend.light_context) for t in tiles]
+                if len(tiles) == 1:
+                    bigs = [await edge.backend.light_sr(crops[0][0], s, tiles[0].w * tiles[0].h)]
+                else:  # a batch: one call (torch on the GPU), one cost observation
+                    bigs = await edge.backend.light_sr_batch(
+                        [c[0] for c in crops], s, sum(t.w * t.h for t in tiles))
+                hrs = [big[dy * s : (dy + t.h) * s, dx * s : (dx + t.w) * s]
+                       for big, (_, dx, dy), t in zip(bigs, crops, tiles, strict=True)]
+                await outbox.put(self._send_tiles([t.index for t in tiles], hrs))
         self.timings["edge_light"] = time.perf_counter() - t0
 
     def _sr_tile(self, lr: np.ndarray, tile: Tile) -> SRTile:
@@ -314,11 +325,30 @@ class EdgeJob:
 
     async def _send_tile(self, index: int, image: np.ndarray) -> None:
         # Encoding a 512x512 tile takes tens of ms: off the event loop, which serves everyone.
-        blob = await asyncio.to_thread(
-            encode_image, np.ascontiguousarray(image), self.request.image_format
-        )
-        self.edge.observe_bytes(len(blob.data), image.shape[0] * image.shape[1])
+        image = np.ascontiguousarray(image)
+        blob = await asyncio.to_thread(self._encode, image)
         await self.send(TileResult(job_id=self.request.job_id, index=index, image=blob))
+        if not self._probed and self.request.tile_quality != "lossless":
+            self._probed = True  # once per job, after the tile went out
+            await asyncio.to_thread(self._probe, image)
+
+    def _encode(self, image: np.ndarray) -> ImageBlob:
+        """Encode in the job's codec, and teach the codec costs what that took."""
+        t0 = time.perf_counter()
+        blob = encode_with(image, self.codec)
+        px = image.shape[0] * image.shape[1]
+        self.edge.codecs.observe(self.codec.name, len(blob.data), px, time.perf_counter() - t0)
+        self.edge.observe_bytes(len(blob.data), px)
+        return blob
+
+    def _probe(self, image: np.ndarray) -> None:
+        """Encode one tile with the candidates the planner did not pick, so it knows them."""
+        req, px = self.request, image.shape[0] * image.shape[1]
+        for name in (req.image_format, *LOSSY_BY_QUALITY[req.tile_quality]):
+            if name != self.codec.name:
+                t0 = time.perf_counter()
+                size = len(encode_with(image, CODECS[name]).data)
+                self.edge.codecs.observe(name, size, px, time.perf_counter() - t0)
 
 
 class _Outbox:

@@ -147,9 +147,10 @@ class DiffusionSR:
                 for im in images
             ]
             strength = self.preset.img2img_strength
-            # diffusers runs int(steps * strength) steps and fails outright on 0.
-            steps = max(steps, math.ceil(1 / strength))
-            real_steps = int(steps * strength)
+            # diffusers runs int(schedule × strength) of a schedule's steps: the shortest
+            # schedule that runs exactly `sr_steps` (2 at strength 0.5 for one step).
+            real_steps = max(1, steps)
+            steps = math.ceil(real_steps / strength - 1e-9)
 
             def callback(pipe, step, timestep, kwargs):
                 if cancelled is not None and cancelled.is_set():
@@ -208,7 +209,11 @@ def load_models(preset: Preset, device: str = "auto", threads: int | None = None
         t2i_name = preset.t2i
     t2i_pipe = t2i_pipe.to(device)
 
-    if preset.sr_backend == "img2img":
+    if preset.sr_backend == "img2img" and preset.sr != "t2i":
+        # A model of its own (e.g. a one-step SR fine-tune saved in diffusers format).
+        sr_pipe = _from_pretrained(diffusers.AutoPipelineForImage2Image, preset.sr, dtype)
+        sr_name = f"img2img refinement with {preset.sr}"
+    elif preset.sr_backend == "img2img":
         # Reuse the T2I weights with a scheduler of its own: schedulers keep per-call state.
         components = dict(t2i_pipe.components)
         components["scheduler"] = type(t2i_pipe.scheduler).from_config(t2i_pipe.scheduler.config)

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hybridsr.imaging.saliency import select_foreground
 from hybridsr.imaging.tiles import Tile
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
-from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
+from hybridsr.server.costs import (
+    DEFAULT_BYTES_PER_PX,
+    CodecCost,
+    CodecCosts,
+    DeviceCosts,
+    EdgeCosts,
+    LinkCosts,
+)
 
 EDGE_DIFFUSION = ("edge", "diffusion")
 EDGE_LIGHT = ("edge", "light")
@@ -36,6 +43,7 @@ class JobShape:
     steps: int
     tiles: Sequence[Tile]
     sr_batch: int = 4
+    light_batch: int = 1  # edge light-SR tiles per call (torch batches on the GPU)
     sr_load: int = 0  # other jobs in their diffusion-SR phase: they share that worker
     # With cross-job batching (the backend packs tiles of all jobs into shared calls): the
     # diffusion-SR tiles ahead of this job, queued and running. None: no cross-job batching,
@@ -43,7 +51,10 @@ class JobShape:
     sr_tiles_ahead: int | None = None
     light_load: int = 0  # other jobs with edge light SR in progress: they share that worker
     queue_wait_s: float = 0.0
-    bytes_per_px: float = DEFAULT_BYTES_PER_PX
+    bytes_per_px: float = DEFAULT_BYTES_PER_PX  # of the codec tiles and the LR image use
+    encode_s_per_px: float = 0.0  # edge, per encoded pixel
+    decode_s_per_px: float = 0.0  # device, per decoded pixel
+    codec: str = "png"
     edge_light: bool = True  # whether the edge offers light SR at all
 
     @property
@@ -78,7 +89,8 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     # Each edge worker is shared round-robin with the other jobs using it at the moment.
     sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
     t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
-    plan_sent = shape.queue_wait_s + t2i
+    lr_codec = shape.lr_px * (shape.encode_s_per_px + shape.decode_s_per_px)
+    plan_sent = shape.queue_wait_s + t2i + (lr_codec if shape.kind == "generate" else 0.0)
     plan_bytes = shape.lr_px * shape.bytes_per_px if shape.kind == "generate" else 200.0
     plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes)
 
@@ -87,43 +99,54 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     light = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_LIGHT]
     on_device = [t for t, p in zip(tiles, placement, strict=True) if p[0] == "device"]
 
-    ready: list[tuple[float, int]] = []  # (time the HR tile is ready at the edge, HR px)
-    busy, clock = 0.0, plan_sent
-    for start in range(0, len(diffusion), max(1, shape.sr_batch)):
-        batch = diffusion[start : start + shape.sr_batch]
-        px = max(t.w * t.h for t in batch)
-        cost = e.sr_batch(len(batch), px)
-        busy += cost
+    sr_lots = [diffusion[i : i + max(1, shape.sr_batch)]
+               for i in range(0, len(diffusion), max(1, shape.sr_batch))]
+    lot = max(1, shape.light_batch)
+    light_lots = [light[i : i + lot] for i in range(0, len(light), lot)]
+    sr_costs = [e.sr_batch(len(b), max(t.w * t.h for t in b)) for b in sr_lots]
+    light_costs = [e.light(sum(t.w * t.h for t in b)) for b in light_lots]
+    busy = sum(sr_costs) + sum(light_costs)
+    sr_turns = []  # how long each of this job's SR batches holds up the job
+    for k, (batch, cost) in enumerate(zip(sr_lots, sr_costs, strict=True)):
         if shape.sr_tiles_ahead is None:
-            clock += cost * sr_share
+            sr_turns.append(cost * sr_share)
         else:
             # Ahead of each batch: a batch of every other job in its SR phase (they take
             # turns), and never fewer than the tiles queued and running now.
             turn = (sr_share - 1) * len(batch)
-            ahead = max(turn, shape.sr_tiles_ahead) if start == 0 else turn
-            clock += shared_sr_round(e, ahead, len(batch), shape.sr_batch, px)
-        ready += [(clock, t.w * t.h * shape.scale**2) for t in batch]
-    clock = plan_sent  # light SR runs on its own worker, beside diffusion SR
-    for t in light:
-        cost = e.light(t.w * t.h)
-        busy += cost
-        clock += cost * light_share
-        ready.append((clock, t.w * t.h * shape.scale**2))
+            ahead = max(turn, shape.sr_tiles_ahead) if k == 0 else turn
+            px = max(t.w * t.h for t in batch)
+            sr_turns.append(shared_sr_round(e, ahead, len(batch), shape.sr_batch, px))
+    # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
+    sr_done, light_done = side_by_side(
+        sr_turns, [c * light_share for c in light_costs], plan_sent,
+        e.sr_beside_light, e.light_beside_sr)
+    ready: list[tuple[float, int]] = []  # (time the HR tile is ready at the edge, HR px)
+    for done, batch in zip([*sr_done, *light_done], [*sr_lots, *light_lots], strict=True):
+        ready += [(done, t.w * t.h * shape.scale**2) for t in batch]
 
     link_free = plan_sent + link.down(plan_bytes)  # the downlink carries one frame at a time
+    encoder_free = plan_sent  # tiles are encoded one lot at a time, beside the SR workers
     bytes_down = plan_bytes
     for when, hr_px in sorted(ready):
+        encoder_free = max(encoder_free, when) + hr_px * shape.encode_s_per_px
         nbytes = hr_px * shape.bytes_per_px
-        link_free = max(link_free, when) + link.down(nbytes)
+        link_free = max(link_free, encoder_free) + link.down(nbytes)
         bytes_down += nbytes
-    edge_done = link_free + link.rtt_s / 2 if ready else plan_at_device
+    last_decode = max(ready)[1] * shape.decode_s_per_px if ready else 0.0
+    edge_done = link_free + link.rtt_s / 2 + last_decode if ready else plan_at_device
 
-    device_work = sum(d.sr(t.w * t.h) for t, p in zip(tiles, placement, strict=True)
-                      if p == DEVICE_LIGHT)
-    device_done = plan_at_device + device_work
+    device_calls = [d.sr(t.w * t.h) for t, p in zip(tiles, placement, strict=True)
+                    if p == DEVICE_LIGHT]
+    device_done = plan_at_device + sum(device_calls)
     hr_px = shape.lr_px * shape.scale**2
     stitch = hr_px * d.stitch_s_per_hr_px if on_device or ready else 0.0
-    total = max(edge_done, device_done) + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
+    # Each call strays by about `spread` of itself, independently: a side's spread grows
+    # with the root of the sum of its calls' squares, not with their sum.
+    finish = expected_max(edge_done, device_done,
+                          e.spread * math.hypot(*sr_costs, *light_costs),
+                          e.spread * math.hypot(*device_calls))
+    total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
     return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
                       busy + t2i)
 
@@ -138,6 +161,49 @@ def shared_sr_round(e: EdgeCosts, ahead: int, own: int, batch: int, tile_px: int
     batch, total = max(1, batch), max(0, ahead) + own
     full, rest = divmod(total, batch)
     return full * e.sr_batch(batch, tile_px) + (e.sr_batch(rest, tile_px) if rest else 0.0)
+
+
+def side_by_side(first: Sequence[float], second: Sequence[float], start: float,
+                 slow_first: float = 1.0, slow_second: float = 1.0
+                 ) -> tuple[list[float], list[float]]:
+    """Finish times of two workers' queues of calls (seconds each, when alone), each worker
+    running `slow_*` times slower while the other one is busy too."""
+    done: tuple[list[float], list[float]] = ([], [])
+    queues = (list(first), list(second))
+    slow = (slow_first, slow_second)
+    left = [q[0] if q else 0.0 for q in queues]  # alone-seconds left of each current call
+    t = start
+    while queues[0] or queues[1]:
+        both = bool(queues[0] and queues[1])
+        rate = [1 / slow[k] if both else 1.0 for k in (0, 1)]
+        dt = min(left[k] / rate[k] for k in (0, 1) if queues[k])
+        t += dt
+        for k in (0, 1):
+            if not queues[k]:
+                continue
+            left[k] -= dt * rate[k]
+            if left[k] <= 1e-12:
+                done[k].append(t)
+                queues[k].pop(0)
+                left[k] = queues[k][0] if queues[k] else 0.0
+    return done
+
+
+def expected_max(a: float, b: float, sd_a: float, sd_b: float) -> float:
+    """E[max(A, B)] of two independent normal finish times (Clark, 1961).
+
+    Edge and device work side by side and the job ends with the later one. At the balance
+    point the planner aims for, max(E[A], E[B]) under-predicts: whichever side runs late
+    sets the finish. With spreads of 10%, two equal halves end about 6% after either's
+    mean; far apart, the later one's mean is the answer.
+    """
+    theta = math.hypot(sd_a, sd_b)
+    if theta <= 1e-12:
+        return max(a, b)
+    alpha = (a - b) / theta
+    cdf = 0.5 * (1 + math.erf(alpha / math.sqrt(2)))
+    pdf = math.exp(-alpha * alpha / 2) / math.sqrt(2 * math.pi)
+    return a * cdf + b * (1 - cdf) + theta * pdf
 
 
 def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,
@@ -208,6 +274,46 @@ def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: 
         elif rank < k_diff + k_light:
             placement[i] = EDGE_LIGHT
     return placement
+
+
+# How much faster (share of the predicted total) a lossy codec must make the job before the
+# planner gives up lossless tiles, per quality preference: bytes must be the bottleneck.
+LOSSY_GAIN = {"high": 0.10, "balanced": 0.03}
+
+
+def with_codec(shape: JobShape, name: str, cost: CodecCost) -> JobShape:
+    return replace(shape, codec=name, bytes_per_px=cost.bytes_per_px,
+                   encode_s_per_px=cost.encode_s_per_px, decode_s_per_px=cost.decode_s_per_px)
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    codec: str
+    shape: JobShape
+    placement: list[tuple[str, str]]
+    prediction: Prediction
+
+
+def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,
+                 costs: Costs, codecs: CodecCosts, lossless: str, lossy: Sequence[str],
+                 quality: str, top_k: int | None = None) -> CodecChoice:
+    """The codec for this job's tiles and LR image, with the placement planned for it.
+
+    Every candidate is planned and predicted in full (cheaper bytes can move tiles to the
+    edge); lossless wins unless a lossy codec of the job's quality preference is predicted
+    to finish the job `LOSSY_GAIN` sooner, i.e. unless the link is the bottleneck.
+    """
+    options = []
+    for name in (lossless, *lossy):
+        trial = with_codec(shape, name, codecs.get(name))
+        placement = place(policy, scores, threshold, trial, costs, top_k)
+        options.append(CodecChoice(name, trial, placement, predict(trial, costs, placement)))
+    best = options[0]
+    if len(options) > 1:
+        fastest = min(options[1:], key=lambda o: o.prediction.total)
+        if fastest.prediction.total < best.prediction.total * (1 - LOSSY_GAIN[quality]):
+            best = fastest
+    return best
 
 
 def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default: int,

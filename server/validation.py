@@ -35,6 +35,7 @@ class JobRequest:
     policy: str
     threshold: float | None
     image_format: str
+    tile_quality: str = "high"
     lr_image: np.ndarray | None = None  # given by the client for `enhance`
     steps_given: bool = False  # False: the planner may pick steps from the latency budget
     scale_given: bool = True  # False: the planner may pick the scale from the latency budget
@@ -55,6 +56,12 @@ def _check_common(msg: Generate | Enhance, limits: EdgeLimits, preset: Preset) -
         raise ProtocolError(
             ErrorCode.UNKNOWN_POLICY,
             f"unknown policy {msg.policy!r}; known: {', '.join(POLICIES)}",
+        )
+    if msg.image_format not in ("png", "webp"):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"image_format is the lossless tile format, png or webp, not {msg.image_format!r}; "
+            "lossy tiles are the planner's choice (tile_quality)",
         )
     if msg.policy == "direct-hr":
         if isinstance(msg, Enhance):
@@ -99,7 +106,8 @@ def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobR
         job_id=msg.job_id, kind="generate", prompt=msg.prompt,
         negative_prompt=msg.negative_prompt, lr_width=w // scale, lr_height=h // scale,
         scale=scale, steps=steps, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
-        image_format=msg.image_format, steps_given=msg.steps is not None,
+        image_format=msg.image_format, tile_quality=msg.tile_quality,
+        steps_given=msg.steps is not None,
         scale_given=msg.scale is not None,
         latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
     )
@@ -119,6 +127,7 @@ def validate_enhance(msg: Enhance, limits: EdgeLimits, preset: Preset) -> JobReq
         job_id=msg.job_id, kind="enhance", prompt=msg.prompt,
         negative_prompt=msg.negative_prompt, lr_width=blob.width, lr_height=blob.height,
         scale=scale, steps=0, seed=msg.seed, policy=msg.policy, threshold=msg.threshold,
-        image_format=msg.image_format, lr_image=image, steps_given=True,
+        image_format=msg.image_format, tile_quality=msg.tile_quality, lr_image=image,
+        steps_given=True,
         latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
     )

@@ -230,19 +230,19 @@ async def test_a_failing_side_of_a_job_stops_the_other_before_its_error(edge, mo
 
     server = edge.app[EDGE_KEY]
     handing_over = threading.Event()
-    encode = edge_job.encode_image
+    encode = edge_job.encode_with
 
-    def slow_encode(array, fmt="png"):
+    def slow_encode(array, codec):
         if array.shape[0] == 4 * 32:  # an HR tile, not the plan's LR image
             handing_over.set()
             time.sleep(0.3)
-        return encode(array, fmt)
+        return encode(array, codec)
 
     def broken_light(image, scale):
         handing_over.wait(30)  # fail while the first diffusion lot is on its way out
         raise RuntimeError("light SR broke")
 
-    monkeypatch.setattr(edge_job, "encode_image", slow_encode)
+    monkeypatch.setattr(edge_job, "encode_with", slow_encode)
     monkeypatch.setattr(server.backend.light, "upscale", broken_light)
     async with RawSession(edge.url) as session:
         await session.hello()

@@ -76,9 +76,16 @@ def test_generate_and_enhance_against_a_running_edge(edge, tmp_path, photo):
     Image.fromarray(photo).save(tmp_path / "in.png")
     proc = run("hybridsr.client", "enhance", str(tmp_path / "in.png"), "--edge", edge.url,
                "--scale", "4", "-o", str(out), "--report", str(report),
-               "--runtime", "onnxruntime", "--precision", "fast")
+               "--runtime", "onnxruntime", "--precision", "fast", "--tile-quality", "lossless")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (256, 256)
+    data = json.loads(report.read_text())
+    edge_tiles = {k for k, v in data["destinations"].items() if v == "edge"}
+    assert data["tile_codec"] == "png" and set(data["tile_wire"]) == edge_tiles
+    assert all(w["codec"] == "png" and w["bytes"] > 0 for w in data["tile_wire"].values())
+    proc = run("hybridsr.client", "enhance", str(tmp_path / "in.png"), "--edge", edge.url,
+               "--tile-quality", "lossy-please")
+    assert proc.returncode == 2 and "--tile-quality" in proc.stderr
 
 
 def test_enhance_missing_file_is_one_line(edge, tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 from hybridsr.imaging.colorfix import adain_color_fix, color_fix, wavelet_color_fix
 from hybridsr.imaging.stitch import stitch
 from hybridsr.imaging.tiles import tile_grid, upscale_tile
+from hybridsr.protocol import CODECS, decode_image, encode_with
 
 METHODS = ["wavelet", "adain"]
 
@@ -146,26 +147,32 @@ def light_sr(patch: np.ndarray, scale: int) -> np.ndarray:
     return resize(patch, scale, Image.Resampling.LANCZOS)
 
 
-def heavy_sr(method: str):
+def through(codec: str | None, image: np.ndarray) -> np.ndarray:
+    """The tile as the device sees it after the wire (None: not encoded at all)."""
+    return image if codec is None else decode_image(encode_with(image, CODECS[codec]))
+
+
+def heavy_sr(method: str, codec: str | None = None):
     """Another SR with a tonal drift (a per-channel offset) and its own fine texture,
-    colour-fixed against the bicubic upscale of the same LR patch (with context)."""
+    colour-fixed against the bicubic upscale of the same LR patch (with context) after
+    travelling in `codec`, as an edge tile does."""
 
     def fn(patch: np.ndarray, scale: int) -> np.ndarray:
         base = resize(patch, scale, Image.Resampling.BICUBIC)
         drifted = base + TINT + checkerboard(*base.shape[:2], 6.0)
-        drifted = np.clip(np.rint(drifted), 0, 255).astype(np.uint8)
+        drifted = through(codec, np.clip(np.rint(drifted), 0, 255).astype(np.uint8))
         return color_fix(drifted, base, method)  # type: ignore[arg-type]
 
     return fn
 
 
-def seam_stats(method: str, ramp: str) -> tuple[float, float]:
+def seam_stats(method: str, ramp: str, codec: str | None = None) -> tuple[float, float]:
     """(largest tone jump between neighbouring tiles, largest step between 8x8 blocks),
     measured on the deviation from whole-image light SR."""
     lr = gradient(W, H)
     tiles = tile_grid(W, H, 32, 8)
     cols = len({t.x for t in tiles})
-    heavy = heavy_sr(method)
+    heavy = heavy_sr(method, codec)
     hr = {
         t.index: upscale_tile(lr, t, S, heavy if (t.index + t.index // cols) % 2 else light_sr, 4)
         for t in tiles
@@ -193,6 +200,13 @@ def seam_stats(method: str, ramp: str) -> tuple[float, float]:
 def test_color_fix_removes_seams_on_gradient(method: str, ramp: str) -> None:
     jump, step = seam_stats(method, ramp)
     assert jump < 2 and step < 2.5
+
+
+@pytest.mark.parametrize("codec", ["jpeg-q95", "jpeg-q90"])
+def test_color_fix_removes_seams_on_lossy_tiles(codec: str) -> None:
+    jump, step = seam_stats("wavelet", "cosine", codec)
+    assert jump < 2 and step < 2.5
+    assert seam_stats("none", "cosine", codec)[0] > 20  # the drift survives the codec
 
 
 @pytest.mark.parametrize("ramp", ["cosine", "linear"])

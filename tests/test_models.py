@@ -107,3 +107,32 @@ def test_fp16_upscaler_decodes_with_a_float32_vae_and_no_per_call_casts():
     assert out.shape == (1, 128, 128, 3) and np.isfinite(out).all()
     assert pipe.vae.dtype == torch.float32  # not cast back to fp16 after the call
     assert not [m for m in seen if "float32" in m], seen
+
+
+@pytest.mark.parametrize("sr_steps", [1, 2])
+def test_img2img_runs_exactly_the_presets_sr_steps(sr_steps):
+    """`sr_steps` is what each tile gets (one-step presets: one UNet step per batch)."""
+    preset = get_preset("tiny-img2img")
+    preset = type(preset)(**{**preset.__dict__, "sr_steps": sr_steps})
+    _, sr, _ = load_models(preset, "cpu")
+    calls = []
+    sr([np.full((16, 16, 3), 100, np.uint8)], 2, [""], [""], [0],
+       on_step=lambda step, total: calls.append((step, total)))
+    assert calls == [(i + 1, sr_steps) for i in range(sr_steps)]
+
+
+def test_one_step_presets_are_one_step_img2img():
+    for name in ("sd-turbo-1step", "arch-sd-turbo-1step"):
+        preset = get_preset(name)
+        assert preset.sr_backend == "img2img" and preset.sr_steps == 1
+    assert get_preset("arch-sd-turbo-1step").random_weights
+
+
+def test_a_local_img2img_directory_is_its_own_sr_model(tmp_path):
+    """`--sr DIR` on an img2img preset: a one-step SR checkpoint in diffusers format."""
+    tiny.build_tiny_text2image(seed=5).save_pretrained(tmp_path / "onestep")
+    preset = get_preset("tiny-img2img", sr=str(tmp_path / "onestep"))
+    t2i, sr, _ = load_models(preset, "cpu")
+    assert sr.pipe.unet is not t2i.pipe.unet and str(tmp_path / "onestep") in sr.name
+    out = sr([np.full((16, 16, 3), 90, np.uint8)], 2, [""], [""], [0])
+    assert out[0].shape == (32, 32, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -215,3 +216,46 @@ def test_with_cross_job_batching_a_job_waits_for_the_tiles_ahead_not_the_jobs_ah
     assert over.edge_done - over.plan_sent - (sr_done["idle"] - c.edge.sr_batch(2, px)) == \
         pytest.approx(one_call + c.edge.sr_batch(1, px))
     assert packed.edge_busy == idle.edge_busy  # the job adds its own tiles' work only
+def test_one_stalled_call_does_not_move_the_sr_cost():
+    e = EdgeCosts(sr_batch_base_s=0.1, sr_s_per_tile_px=1e-4)
+    for _ in range(5):
+        e.observe_sr(0.2, 1, 1024)
+        e.observe_sr(0.23, 4, 1024)
+    e.observe_sr(2.0, 4, 1024)  # the CPU was busy elsewhere for this one
+    assert math.isclose(e.sr_batch(4, 1024), 0.23, rel_tol=0.03)
+    assert e.spread < 0.5  # …nor make every prediction uncertain
+
+
+def test_the_later_of_edge_and_device_is_expected_later_than_either_mean():
+    from hybridsr.server.planner import expected_max
+
+    assert expected_max(1.0, 1.0, 0.0, 0.0) == 1.0
+    both = expected_max(1.0, 1.0, 0.1, 0.1)
+    assert math.isclose(both, 1.0 + math.hypot(0.1, 0.1) / math.sqrt(2 * math.pi))
+    assert math.isclose(expected_max(3.0, 1.0, 0.1, 0.1), 3.0, rel_tol=1e-6)  # far apart
+
+
+def test_workers_that_share_hardware_slow_each_other():
+    from hybridsr.server.planner import side_by_side
+
+    assert side_by_side([1.0], [1.0], 0.0) == ([1.0], [1.0])  # separate hardware
+    assert side_by_side([1.0], [1.0], 0.0, 2.0, 2.0) == ([2.0], [2.0])  # one shared core
+    first, second = side_by_side([1.0, 1.0], [0.5], 0.0, 2.0, 2.0)
+    assert second == [1.0] and first == [1.5, 2.5]  # alone again after the light call
+
+
+def test_sr_learns_how_much_light_sr_beside_it_slows_it():
+    e = EdgeCosts(sr_batch_base_s=0.1, sr_s_per_tile_px=1e-4)
+    for _ in range(3):
+        e.observe_sr(0.2, 1, 1024)
+        e.observe_sr(0.23, 4, 1024)
+    alone = e.sr_batch(4, 1024)
+    for _ in range(3):
+        e.observe_sr(2 * alone, 4, 1024, beside=1.0)  # the whole call beside light SR
+    assert math.isclose(e.sr_beside_light, 2.0, rel_tol=0.01)
+    assert math.isclose(e.sr_batch(4, 1024), alone)  # the solo cost stays what it was
+    s, c = shape(), costs()
+    split_edge = place("split-edge", SCORES, 0.5, s, c)
+    slow = Costs(e, c.device, c.link)
+    fast = Costs(dataclasses.replace(e, sr_beside_light=1.0), c.device, c.link)
+    assert predict(s, slow, split_edge).edge_done > predict(s, fast, split_edge).edge_done

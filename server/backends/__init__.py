@@ -106,6 +106,16 @@ class Backend(Protocol):
         teaches the cost model, None does not."""
         ...
 
+    @property
+    def light_batch(self) -> int:
+        """Light-SR crops worth sending in one `light_sr_batch` call (1: one at a time)."""
+        ...
+
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
+                             ) -> list[np.ndarray]:
+        """Light SR of several crops in one call; `tile_px`: their tiles' pixels in all."""
+        ...
+
 
 BACKENDS = ("local", "ray")
 

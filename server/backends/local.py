@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from hybridsr.imaging.lightsr import DeviceSR, create_backend
+from hybridsr.imaging.lightsr import DeviceSR
 from hybridsr.server.backends import (
     BackendInfo,
     BackendLoad,
@@ -51,6 +51,10 @@ class LocalBackend:
         self.sr_batcher: SRBatcher | None = None  # made in start(), around the pipeline
         self.on_sr_call: SRCallObserver | None = None  # (tiles, jobs) of every SR call
         self.light_worker = PipelineWorker("light", max_queue=config.max_jobs * 64)
+        # How long each SR worker has computed: the share of an SR call that ran beside
+        # light SR (and back) teaches the cost model how much the two slow each other.
+        self._sr_clock, self._light_clock = BusyClock(), BusyClock()
+        self._sr_beside = 0.0  # of the diffusion-SR call that just ended
 
     async def start(self) -> None:
         self.t2i, self.sr, self.device = await asyncio.to_thread(
@@ -60,10 +64,15 @@ class LocalBackend:
             import torch
 
             torch.set_num_threads(self.config.torch_threads)
-        # Light SR on the edge: the same runtime as on the device (Real-ESRGAN, else Lanczos).
-        self.light = await asyncio.to_thread(create_backend, "auto", self.config.light_threads)
+        # Light SR on the edge: Real-ESRGAN on torch where the edge has CUDA (batched), else
+        # the device's own runtime (onnxruntime, else Lanczos); --edge-light-runtime picks.
+        from hybridsr.server.torchsr import create_edge_light
+
+        self.light = await asyncio.to_thread(
+            create_edge_light, self.config.edge_light_runtime, self.device,
+            self.config.light_threads)
         c = self.config
-        self.sr_batcher = SRBatcher(self.sr, c.sr_batch, c.sr_batch_wait_ms / 1000,
+        self.sr_batcher = SRBatcher(self._clocked_sr, c.sr_batch, c.sr_batch_wait_ms / 1000,
                                     cross_job=c.cross_job_batching,
                                     max_requests=c.max_jobs * 2, on_call=self._sr_call_done)
         for worker in (self.t2i_worker, self.sr_batcher, self.light_worker):
@@ -133,18 +142,44 @@ class LocalBackend:
         (not for the edge's own start-up measurements, which pass observe=False)."""
         if not observe:
             return
-        self.costs.observe_sr(seconds, tiles, tile_px)
+        self.costs.observe_sr(seconds, tiles, tile_px, self._sr_beside)
         if self.on_sr_call is not None:
             self.on_sr_call(tiles, jobs)
+
+    def _clocked_sr(self, *args):
+        """The SR pipeline, on the SR clock; notes how much of the call light SR shared."""
+        assert self.sr is not None
+        sr = self.sr
+        result, seconds, self._sr_beside = _timed_beside(
+            lambda: sr(*args), self._sr_clock, self._light_clock)()
+        return result
 
     async def light_sr(self, crop: np.ndarray, scale: int, tile_px: int | None = None
                        ) -> np.ndarray:
         assert self.light is not None
         light = self.light
-        image, seconds = await self.light_worker.call(_timed(lambda: light.upscale(crop, scale)))
+        image, seconds, beside = await self.light_worker.call(_timed_beside(
+            lambda: light.upscale(crop, scale), self._light_clock, self._sr_clock))
         if tile_px:
-            self.costs.observe_light(seconds, tile_px)
+            self.costs.observe_light(seconds, tile_px, beside)
         return image
+
+    @property
+    def light_batch(self) -> int:
+        if self.config.light_batch:
+            return self.config.light_batch
+        return 16 if hasattr(self.light, "upscale_batch") else 1
+
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
+                             ) -> list[np.ndarray]:
+        assert self.light is not None
+        light = self.light
+        batch = getattr(light, "upscale_batch", None)
+        images, seconds, beside = await self.light_worker.call(_timed_beside(
+            lambda: batch(crops, scale) if batch else [light.upscale(c, scale) for c in crops],
+            self._light_clock, self._sr_clock))
+        self.costs.observe_light(seconds, tile_px, beside)
+        return images
 
 
 def _timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
@@ -154,6 +189,44 @@ def _timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
         t0 = time.perf_counter()
         result = fn()
         return result, time.perf_counter() - t0
+
+    return run
+
+
+class BusyClock:
+    """Seconds a worker has spent computing so far, the call in progress included."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.since: float | None = None
+
+    def now(self) -> float:
+        since = self.since
+        return self.total + (time.perf_counter() - since if since is not None else 0.0)
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.since is not None:
+            self.total += time.perf_counter() - self.since
+            self.since = None
+
+
+def _timed_beside(fn: Callable[[], T], mine: BusyClock, other: BusyClock
+                  ) -> Callable[[], tuple[T, float, float]]:
+    """Like `_timed`, plus the share of the call during which `other` was computing too."""
+
+    def run() -> tuple[T, float, float]:
+        other0 = other.now()
+        mine.start()
+        t0 = time.perf_counter()
+        try:
+            result = fn()
+        finally:
+            mine.stop()
+        seconds = time.perf_counter() - t0
+        return result, seconds, min(1.0, (other.now() - other0) / seconds) if seconds else 0.0
 
     return run
 
