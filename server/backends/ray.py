@@ -253,6 +253,15 @@ class RayBackend:
             self.costs.observe_light(seconds, tile_px)
         return image
 
+    @property
+    def light_batch(self) -> int:
+        return 1  # the light replica takes one crop per call
+
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
+                             ) -> list[np.ndarray]:
+        share = tile_px // max(1, len(crops))
+        return [await self.light_sr(crop, scale, share) for crop in crops]
+
     # -- one call through the handle: cancel, retry, backpressure --------------------------
 
     async def _call(self, kind: str, make: Callable[[], Any],
