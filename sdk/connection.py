@@ -21,6 +21,8 @@ from hybridsr.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    Quote,
+    QuoteReply,
     Welcome,
     decode,
     encode,
@@ -86,6 +88,7 @@ class Connection:
         self.bytes_received = 0
         self.bytes_sent = 0
         self._pongs: dict[int, asyncio.Future] = {}
+        self._quotes: dict[str, asyncio.Future] = {}  # by the quoted job id
         self._nonces = itertools.count(1)
         # Link emulation: frames pass through a delay line each way (see sdk/link.py).
         self._up = self._down = None
@@ -201,6 +204,19 @@ class Connection:
             self._pongs.pop(nonce, None)
         return asyncio.get_running_loop().time() - t0
 
+    async def quote(self, request: Quote, timeout: float = 5.0) -> QuoteReply:
+        """The edge's planner on `request` now; a refused quote raises `EdgeRefused`."""
+        future = asyncio.get_running_loop().create_future()
+        self._quotes[request.job_id] = future
+        try:
+            await self.send(request)
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise EdgeTimeout(f"no quote from the edge within {timeout:g} s") from None
+        finally:
+            self._quotes.pop(request.job_id, None)
+
     async def _read(self) -> None:
         reason = "closed by the edge"
         try:
@@ -228,6 +244,9 @@ class Connection:
             self.closed_reason = data.reason
             for queue in self._queues.values():
                 queue.put_nowait(data)
+            for future in self._quotes.values():
+                if not future.done():
+                    future.set_exception(EdgeUnavailable(f"lost the edge: {data.reason}"))
             return
         try:
             message = decode(data, 2 * DEFAULT_MAX_FRAME_BYTES)
@@ -244,6 +263,12 @@ class Connection:
                 future.set_result(None)
             return
         job_id = getattr(message, "job_id", None)
+        quote = self._quotes.get(job_id) if job_id else None
+        if quote is not None and isinstance(message, (QuoteReply, Error)):
+            if not quote.done():
+                quote.set_result(message) if isinstance(message, QuoteReply) else \
+                    quote.set_exception(EdgeRefused(message.code, message.message))
+            return
         queue = self._queues.get(job_id) if job_id else None
         if queue is not None:
             queue.put_nowait(message)
