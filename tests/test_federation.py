@@ -62,6 +62,21 @@ def three():
         yield a, b, c
 
 
+@pytest.fixture(scope="module")
+def doomed():
+    """Two edge processes, started side by side, for the tests that kill one each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ports = [free_port(), free_port()]
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda p: start_edge(p, "--rate", "0", "--sr-batch", "1",
+                                                   "--log-level", "WARNING"), ports))
+    yield [(proc, f"ws://127.0.0.1:{port}") for proc, port in zip(procs, ports, strict=True)]
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
 def _state(edge: BackgroundEdge):
     return edge.app[EDGE_KEY]
 
@@ -211,35 +226,27 @@ async def test_busy_edge_hands_the_same_job_to_the_next_and_it_runs_once(three):
     assert report["edges"] == [a.url, b.url] and report["moves"] == result.moves
 
 
-async def test_edge_killed_before_the_plan_moves_the_job_with_its_id(three):
+async def test_edge_killed_before_the_plan_moves_the_job_with_its_id(three, doomed):
     _, b, _ = three
-    port = free_port()
-    proc = await asyncio.to_thread(start_edge, port, "--rate", "0", "--log-level", "WARNING")
-    first = f"ws://127.0.0.1:{port}"
+    proc, first = doomed[0]
     done_before = _state(b).jobs_completed
 
     def kill_when_queued(event) -> None:
         if event.stage == "queued" and proc.poll() is None:
             proc.kill()
 
-    try:
-        async with _client(first, b.url, selection="first-available") as client:
-            result = await client.generate("orphan", width=512, height=512, seed=4,
-                                           job_id="kept-id", on_progress=kill_when_queued)
-    finally:
-        proc.kill()
-        proc.wait()
+    async with _client(first, b.url, selection="first-available") as client:
+        result = await client.generate("orphan", width=256, height=256, seed=4,
+                                       job_id="kept-id", on_progress=kill_when_queued)
+    assert proc.wait(timeout=10) != 0
     assert result.plan.job_id == "kept-id" and result.edges == [first, b.url]
     assert "before the plan" in result.moves[0] and not result.degraded
     assert _state(b).jobs_completed == done_before + 1 and "kept-id" in _state(b).jobs
 
 
-async def test_after_the_plan_the_missing_tiles_go_to_another_edge(three):
+async def test_after_the_plan_the_missing_tiles_go_to_another_edge(three, doomed):
     _, b, _ = three
-    port = free_port()
-    proc = await asyncio.to_thread(start_edge, port, "--rate", "0", "--sr-batch", "1",
-                                   "--log-level", "WARNING")
-    first = f"ws://127.0.0.1:{port}"
+    proc, first = doomed[1]
 
     def kill_when_planned(event) -> None:
         if event.stage == "tiles" and proc.poll() is None:
@@ -247,15 +254,12 @@ async def test_after_the_plan_the_missing_tiles_go_to_another_edge(three):
 
     # A slow device (5 ms per LR pixel, a Pi-class SR): the second edge is sooner.
     slow = PROFILE.model_copy(update={"sr_ms_per_lr_pixel": 5.0})
-    try:
-        async with AsyncHybridClient(edges=[first, b.url], selection="first-available",
-                                     profile=slow, timeouts=QUICK) as client:
-            result = await client.generate("rescued", width=256, height=256, seed=5,
-                                           policy="edge-diffusion-all",
-                                           on_progress=kill_when_planned)
-    finally:
-        proc.kill()
-        proc.wait()
+    async with AsyncHybridClient(edges=[first, b.url], selection="first-available",
+                                 profile=slow, timeouts=QUICK) as client:
+        result = await client.generate("rescued", width=256, height=256, seed=5,
+                                       policy="edge-diffusion-all",
+                                       on_progress=kill_when_planned)
+    assert proc.wait(timeout=10) != 0
     assert result.edges == [first, b.url] and result.degraded
     assert f"enhanced on {b.url}" in result.degraded_reason
     assert set(result.destinations.values()) == {"edge"}  # no tile fell back to light SR
