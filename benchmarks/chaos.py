@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=5, help="jobs per client, one at a time")
-    parser.add_argument("--size", type=int, default=256, help="output width and height")
+    parser.add_argument("--size", type=int, default=512, help="output width and height")
     parser.add_argument("--policy", default="hybrid")
     parser.add_argument("--select", default="fastest")
     parser.add_argument("--device-sr", default="lanczos")

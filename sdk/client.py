@@ -92,7 +92,7 @@ class AsyncHybridClient:
                  link: LinkProfile | None = None, measure_link: bool = True,
                  runtime: str = "auto", precision: str = "exact") -> None:
         urls = _edge_list(edge, edges)
-        self.pool = EdgePool(urls, self._open, selection)  # validates every URL first
+        self.pool = EdgePool(urls, self._open, selection, self._stats_for)  # checks the URLs
         self.edge = urls[0]
         self.edges = urls
         # runtime/precision: the device SR's onnxruntime|openvino and exact|fast (named backends)
@@ -267,7 +267,8 @@ class AsyncHybridClient:
         Whatever moved the job is in the result's `moves`; every edge tried, in `edges`.
         """
         route = Route()
-        error: HybridSRError | None = None
+        error: HybridSRError | None = None  # the latest failure
+        refusal: EdgeRefused | None = None  # the first refusal of the request itself
         for attempt in range(self.retries + 1):
             hint: float | None = None
             for ranked in await self.pool.rank(quote, min(5.0, self.connect_timeout)):
@@ -275,11 +276,14 @@ class AsyncHybridClient:
                 try:
                     return await self._on(edge, request, lr, on_progress, route)
                 except EdgeRefused as exc:
+                    route.moves.append(f"{edge.url}: refused ({exc.code.value}) before the plan")
                     if exc.code not in RETRYABLE:
-                        raise  # this request is wrong, not the edge's moment
+                        if not self.pool.several:
+                            raise  # this request is wrong for this edge: retrying cannot help
+                        refusal = refusal or exc  # another edge may take it (other limits)
+                        continue
                     self.pool.failed(edge, exc, exc.retry_after_s)
                     hint = min(hint or math.inf, exc.retry_after_s or 0.5)
-                    route.moves.append(f"{edge.url}: refused ({exc.code.value}) before the plan")
                     error = exc
                 except (EdgeUnavailable, EdgeProtocolError) as exc:
                     self.pool.failed(edge, exc)
@@ -287,10 +291,10 @@ class AsyncHybridClient:
                     error = exc
                     if not self.pool.several:
                         raise  # one edge gone: nothing to wait for, say so now
-            if attempt < self.retries:
-                await asyncio.sleep(backoff_delay(attempt, hint))
-        assert error is not None
-        raise error
+            if error is None or attempt == self.retries:
+                break  # every edge refused the request itself, or no rounds are left
+            await asyncio.sleep(backoff_delay(attempt, hint))
+        raise refusal or error or EdgeUnavailable("no edge could take the job")
 
     async def _on(self, edge: Edge, request: Generate | Enhance, lr: np.ndarray | None,
                   on_progress: ProgressCallback | None, route: Route) -> HybridResult:

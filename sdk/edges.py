@@ -60,7 +60,8 @@ class Ranked:
 
 
 class EdgePool:
-    def __init__(self, urls: list[str], opener: Opener, selection: str = "fastest") -> None:
+    def __init__(self, urls: list[str], opener: Opener, selection: str = "fastest",
+                 stats_for: Callable[[Edge], ClientStats | None] | None = None) -> None:
         if not urls:
             raise InvalidEdgeURL("give at least one edge URL")
         if selection not in SELECTIONS:
@@ -71,6 +72,7 @@ class EdgePool:
         self.edges = [Edge(url) for url in urls]
         self.selection = selection
         self._opener = opener
+        self._stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
         self._turn = 0
 
     @property
@@ -167,7 +169,8 @@ class EdgePool:
     async def _quote(self, edge: Edge, quote: Quote, timeout: float) -> QuoteReply | None:
         try:
             conn = await self.connect(edge, timeout)
-            return await conn.quote(quote.model_copy(update={"stats": edge.stats}), timeout)
+            stats = self._stats_for(edge)
+            return await conn.quote(quote.model_copy(update={"stats": stats}), timeout)
         except HybridSRError as exc:
             self.failed(edge, exc)
             return None

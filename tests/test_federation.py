@@ -381,3 +381,23 @@ def test_cli_with_two_edges(three, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "cannot connect" in proc.stderr
+
+
+# --- cancellation --------------------------------------------------------------------
+
+
+async def test_cancelling_a_job_as_a_frame_arrives_still_cancels_it():
+    """The race behind a flaky cancel test: on Python 3.11 `asyncio.wait_for` returns a frame
+    that arrived in the same loop step as the cancellation, and the job went on."""
+    from hybridsr.imaging.lightsr import LanczosSR
+    from hybridsr.protocol import Generate, Progress
+    from hybridsr.sdk.job import DeviceJob
+
+    job = DeviceJob(None, Generate(job_id="c", prompt="", width=128, height=128), LanczosSR())
+    job._queue = asyncio.Queue()
+    receiving = asyncio.create_task(job._receive("plan"))
+    await asyncio.sleep(0)  # waiting on the queue now
+    job._queue.put_nowait(Progress(job_id="c", stage="t2i", step=1, total=2))
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
