@@ -209,6 +209,21 @@ async def test_round_robin_and_first_available(three):
         assert (await client.generate("fa", width=128, height=128)).edges == [c.url]
 
 
+async def test_a_failed_edge_is_backed_off_then_asked_again(three):
+    _, b, _ = three
+    port = free_port()
+    late = f"ws://127.0.0.1:{port}"
+    async with _client(late, b.url, selection="first-available") as client:
+        first = await client.generate("while down", width=128, height=128)
+        backed_off = client.pool.edges[0]
+        assert backed_off.failures == 1 and backed_off.retry_at > 0
+        with BackgroundEdge(_config(port=port)):
+            await asyncio.sleep(max(0.0, backed_off.retry_at - client.pool.now()))
+            second = await client.generate("back up", width=128, height=128)
+    assert first.edges == [b.url] and second.edges == [late]
+    assert backed_off.failures == 0  # it worked: forgiven
+
+
 # --- fail-over -----------------------------------------------------------------------
 
 
