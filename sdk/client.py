@@ -126,8 +126,10 @@ class AsyncHybridClient:
         The other edges are opened when a job first needs them, and kept.
         """
         await self._ensure_profile()
+        if any(e.conn is not None and e.conn.closed_reason is None for e in self.pool.edges):
+            return
         error: HybridSRError | None = None
-        for edge in self.pool.edges:
+        for edge in self.pool.candidates():  # in order, those on backoff only if all are
             try:
                 await self.pool.connect(edge)
                 return

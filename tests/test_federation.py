@@ -300,14 +300,14 @@ async def test_every_error_is_a_hybridsr_error(three, edge):
             pass
     async with _client(b.url, retries=0) as client:
         with pytest.raises(EdgeRefused) as info:
-            await client.generate("odd", width=100, height=128)
+            await client.generate("odd", width=100_000, height=128)
         assert info.value.code is ErrorCode.BAD_SIZE
         with pytest.raises(HybridSRError):  # not pydantic's ValidationError
             await client.generate("seed", width=128, height=128, seed=2**70)
     # Several edges that all refuse the request itself: the refusal, not a hang.
     async with _client(b.url, edge.url) as client:
         with pytest.raises(EdgeRefused) as info:
-            await client.generate("odd", width=100, height=128)
+            await client.generate("odd", width=100_000, height=128)
     assert info.value.code is ErrorCode.BAD_SIZE
 
 
