@@ -86,6 +86,11 @@ def client_seed_messages() -> list[BaseModel]:
         stats = dict(stats=wire.ClientStats(rtt_s=0.02, down_bytes_per_s=1e6), top_k=2,
                      latency_budget_s=5.0)
     probes = [wire.Ping(nonce=7, reply_bytes=16, padding=b"\x00" * 8)] if _has("ping") else []
+    if _has("quote"):
+        probes += [wire.Quote(job_id="quote-1", width=128, height=128, latency_budget_s=5.0,
+                              stats=wire.ClientStats(rtt_s=0.02, down_bytes_per_s=1e6)),
+                   wire.Quote(job_id="quote-2", kind="enhance", width=16, height=16, scale=4,
+                              policy="edge-diffusion-all", steps=None)]
     return [
         *probes,
         wire.Generate(job_id="gen-1", prompt="a red fox", width=128, height=128, seed=7),
@@ -128,6 +133,9 @@ def seed_messages() -> list[BaseModel]:
         wire.Error(job_id="gen-1", code="busy", message="later", retry_after_s=1.0),
         wire.Error(code="bad_frame", message="no"),
         *([wire.Pong(nonce=-1, padding=b"\x00" * 4)] if _has("pong") else []),
+        *([wire.QuoteReply(job_id="quote-1", refusal="busy", retry_after_s=1.0, scales=[4],
+                           predicted_s=1.5, presets=["tiny"], policies=["hybrid"])]
+          if _has("quote_reply") else []),
     ]
 
 
@@ -555,6 +563,10 @@ class FuzzSession:
                     or len(reply.padding) != message.reply_bytes):
                 raise Broken(f"{message!r} answered with {reply!r}")
             return Verdict("pong")
+        if getattr(message, "type", None) == "quote":  # answered, refusal or not, never run
+            if getattr(reply, "type", None) != "quote_reply" or reply.job_id != message.job_id:
+                raise Broken(f"{message!r} answered with {reply!r}")
+            return Verdict("quote")
         if message is not None:
             return _expect_error(reply, wire.ErrorCode.INVALID_MESSAGE.value)
         answered = _expect_error(reply, None if local.broke else local.outcome)

@@ -60,7 +60,13 @@ def _model_name(text: str) -> str:
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--edge", default="ws://127.0.0.1:8765", help="edge URL (ws://HOST:PORT)")
+    p.add_argument("--edge", action="append", metavar="URL",
+                   help="edge URL (ws://HOST:PORT); repeat for several edges "
+                        "(default: ws://127.0.0.1:8765)")
+    # = hybridsr.sdk.edges.SELECTIONS, not imported here: `upscale` loads no client stack.
+    p.add_argument("--select", default="fastest",
+                   choices=("fastest", "first-available", "round-robin"),
+                   help="how to pick among several edges (default: fastest, by quote)")
     p.add_argument("--token", default=os.environ.get("HYBRIDSR_TOKEN"),
                    help="bearer token for the edge (default: $HYBRIDSR_TOKEN)")
     p.add_argument("--ca", help="CA or self-signed certificate (PEM) to trust for wss://")
@@ -151,6 +157,8 @@ def _summary(result: HybridResult) -> str:
             f"tiles: {n_edge} edge / {len(result.destinations) - n_edge} device; "
             f"total {t.total:.2f}s (t2i {t.t2i:.2f}, edge SR {t.edge_sr:.2f}, "
             f"device SR {t.device_sr:.2f}, stitch {t.stitch:.2f}, transfer {t.transfer:.2f})")
+    if result.moved:
+        text += f"\nedges: {' → '.join(result.edges)} ({'; '.join(result.moves)})"
     if result.degraded:
         text += f"\nDEGRADED: {result.degraded_reason}"
     if result.random_weights:
@@ -244,9 +252,11 @@ async def _run(args: argparse.Namespace) -> int:
         ssl = client_ssl_context(args.ca) if args.ca else None
         # Read (and refuse) the input before connecting: a bad file costs no edge time.
         image = prepare_image(args.input) if args.command == "enhance" else None
-        async with AsyncHybridClient(args.edge, device_sr=args.device_sr, token=args.token,
-                                     ssl=ssl, color_fix=args.color_fix,
-                                     runtime=args.runtime, precision=args.precision,
+        edges = args.edge or ["ws://127.0.0.1:8765"]
+        async with AsyncHybridClient(edges=edges, selection=args.select,
+                                     device_sr=args.device_sr, token=args.token, ssl=ssl,
+                                     color_fix=args.color_fix, runtime=args.runtime,
+                                     precision=args.precision,
                                      tile_quality=args.tile_quality) as client:
             if args.command == "generate":
                 result = await client.generate(
@@ -288,12 +298,15 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     import asyncio
 
-    from hybridsr.sdk import HybridSRError
+    from hybridsr.sdk import HybridSRError, InvalidEdgeURL
 
     try:
         return asyncio.run(_run(args))
-    except HybridSRError as exc:
+    except InvalidEdgeURL as exc:  # a usage error, like a bad flag
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except HybridSRError as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line
         return 1
     except ValueError as exc:  # e.g. a malformed edge URL
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -18,7 +18,8 @@ _SOURCES = {
     "messages": (
         "PROTOCOL_VERSION", "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done",
         "EdgeLimits", "EdgeModels", "EdgeProfile", "Enhance", "Error", "Generate", "Hello",
-        "Message", "Ping", "Plan", "Pong", "Progress", "TileResult", "TileSpec", "Welcome",
+        "Message", "Ping", "Plan", "Pong", "Progress", "Quote", "QuoteReply", "TileResult",
+        "TileSpec", "Welcome",
     ),
 }
 _WHERE = {name: module for module, names in _SOURCES.items() for name in names}

@@ -2,7 +2,8 @@
 
 A session is: `hello` → `welcome`, then any number of jobs. A job is:
 `generate` | `enhance` → `accepted` → `progress`* → `plan` → `tile`* → `done` | `error`;
-the client may send `cancel` at any time.
+the client may send `cancel` at any time. Outside any job, `quote` → `quote_reply` asks
+what the edge would do with a request now, without submitting it.
 """
 
 from __future__ import annotations
@@ -140,6 +141,25 @@ class Enhance(_Model):
     stats: ClientStats | None = None
 
 
+class Quote(_Model):
+    """What would the edge do with this job now? Nothing is admitted or reserved.
+
+    `job_id` names the job the device may submit next (to this edge or another).
+    For `enhance`, `width`×`height` is the input image's size; for `generate`, the output's.
+    """
+
+    type: Literal["quote"] = "quote"
+    job_id: JobId
+    kind: Literal["generate", "enhance"] = "generate"
+    width: int
+    height: int
+    policy: str = DEFAULT_POLICY
+    steps: int | None = None
+    scale: int | None = None
+    latency_budget_s: float | None = Field(default=None, gt=0)
+    stats: ClientStats | None = None
+
+
 class Cancel(_Model):
     type: Literal["cancel"] = "cancel"
     job_id: JobId
@@ -178,6 +198,24 @@ class Accepted(_Model):
     job_id: JobId
     queue_position: int
     resumed: bool = False  # True: re-attached to a job the edge already had (same job id)
+
+
+class QuoteReply(_Model):
+    """The planner's answer to a `quote`, on the edge's load at this moment."""
+
+    type: Literal["quote_reply"] = "quote_reply"
+    job_id: JobId
+    refusal: str | None = None  # the ErrorCode a submission now would get; None: accepted
+    message: str = ""
+    retry_after_s: float | None = None
+    queue_position: int = 0  # jobs ahead of it
+    predicted_s: float | None = None  # request received → final image at the device
+    predicted_plan_s: float | None = None  # request received → plan sent
+    scale: int | None = None  # what the planner would choose
+    steps: int | None = None
+    scales: list[int] = Field(default_factory=list)  # what the edge offers
+    presets: list[str] = Field(default_factory=list)
+    policies: list[str] = Field(default_factory=list)
 
 
 class Progress(_Model):
@@ -230,7 +268,7 @@ class Error(_Model):
 
 
 Message = Annotated[
-    Hello | Welcome | Generate | Enhance | Cancel | Ping | Pong
-    | Accepted | Progress | Plan | TileResult | Done | Error,
+    Hello | Welcome | Generate | Enhance | Quote | Cancel | Ping | Pong
+    | Accepted | QuoteReply | Progress | Plan | TileResult | Done | Error,
     Field(discriminator="type"),
 ]

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 _SOURCES = {
     "hybridsr.imaging.lightsr": ("DeviceSR", "LanczosSR", "RealESRGANSR", "create_backend"),
     "hybridsr.sdk.client": ("AsyncHybridClient", "HybridClient"),
-    "hybridsr.sdk.errors": ("EdgeRefused", "EdgeUnavailable", "HybridSRError",
+    "hybridsr.sdk.edges": ("SELECTIONS",),
+    "hybridsr.sdk.errors": ("EdgeProtocolError", "EdgeRefused", "EdgeTimeout",
+                            "EdgeUnavailable", "HybridSRError", "InvalidEdgeURL",
                             "UnsupportedImage"),
     "hybridsr.sdk.job": ("ProgressEvent", "StageTimeouts"),
     "hybridsr.sdk.probe": ("probe_device",),
@@ -26,7 +28,16 @@ __all__ = sorted(_WHERE)
 if TYPE_CHECKING:
     from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend  # noqa: F401
     from hybridsr.sdk.client import AsyncHybridClient, HybridClient  # noqa: F401
-    from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError, UnsupportedImage  # noqa: F401
+    from hybridsr.sdk.edges import SELECTIONS  # noqa: F401
+    from hybridsr.sdk.errors import (  # noqa: F401
+        EdgeProtocolError,
+        EdgeRefused,
+        EdgeTimeout,
+        EdgeUnavailable,
+        HybridSRError,
+        InvalidEdgeURL,
+        UnsupportedImage,
+    )
     from hybridsr.sdk.job import ProgressEvent, StageTimeouts  # noqa: F401
     from hybridsr.sdk.probe import probe_device  # noqa: F401
     from hybridsr.sdk.result import HybridResult, Timings  # noqa: F401

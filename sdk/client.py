@@ -1,22 +1,28 @@
 """`AsyncHybridClient` and `HybridClient`: one core, an async and a sync face.
 
-    async with AsyncHybridClient("ws://edge:8765") as client:
+    async with AsyncHybridClient(edges=["ws://edge-a:8765", "ws://edge-b:8765"]) as client:
         result = await client.generate("a lighthouse at dusk", width=512, height=512)
         result.image.save("out.png")
+
+A job goes to the edge that selection ranks first (`sdk/edges.py`). Before the plan, an edge
+that refuses for now, goes away or goes silent hands the same job (same job id) to the next
+one; after the plan, tiles a lost edge never sent are enhanced by another edge when its quote
+is sooner than this device's own SR, else done here (`DeviceJob`, step 5).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import math
 import ssl as ssl_module
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from ssl import SSLContext
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import ValidationError
 
 from hybridsr.imaging.lightsr import DeviceSR, create_backend
 from hybridsr.imaging.sizes import generate_size
@@ -26,10 +32,20 @@ from hybridsr.protocol import (
     DeviceProfile,
     Enhance,
     Generate,
+    Plan,
+    Quote,
+    TileSpec,
     encode_image,
 )
 from hybridsr.sdk.connection import Connection
-from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.edges import RETRYABLE, Edge, EdgePool, backoff_delay
+from hybridsr.sdk.errors import (
+    EdgeProtocolError,
+    EdgeRefused,
+    EdgeUnavailable,
+    HybridSRError,
+    InvalidEdgeURL,
+)
 from hybridsr.sdk.inputs import (
     ImageInput,
     PreparedImage,
@@ -37,20 +53,15 @@ from hybridsr.sdk.inputs import (
     prepare_image,
     restore,
 )
-from hybridsr.sdk.job import DeviceJob, ProgressCallback, StageTimeouts
+from hybridsr.sdk.job import DeviceJob, ProgressCallback, Rescue, Route, StageTimeouts
 from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.profile_cache import profile_cache
 from hybridsr.sdk.result import HybridResult
 
 T = TypeVar("T")
-RETRYABLE = frozenset({"busy", "rate_limited", "shutting_down"})
-
-
-def backoff_delay(attempt: int, retry_after_s: float | None, cap_s: float = 30.0) -> float:
-    """Exponential backoff from the edge's hint, with jitter so clients do not stampede."""
-    base = max(retry_after_s or 0.5, 0.05)
-    return min(cap_s, base * 2**attempt) * random.uniform(0.5, 1.0)
+RESCUE_IN_FLIGHT = 2  # tiles a rescuing edge is sent at once (each its own `enhance` job)
+__all__ = ["RETRYABLE", "AsyncHybridClient", "HybridClient", "backoff_delay", "load_image"]
 
 
 def client_ssl_context(cafile: str | None = None) -> SSLContext:
@@ -68,9 +79,11 @@ def load_image(image: ImageInput) -> np.ndarray:
 
 
 class AsyncHybridClient:
-    """A device's connection to one edge; jobs may run concurrently on it."""
+    """A device's client of one edge or several; jobs may run concurrently on it."""
 
-    def __init__(self, edge: str, *, device_sr: str | DeviceSR = "auto",
+    def __init__(self, edge: str | Sequence[str] | None = None, *,
+                 edges: Sequence[str] | None = None, selection: str = "fastest",
+                 device_sr: str | DeviceSR = "auto",
                  color_fix: str = "wavelet", image_format: str = "png",
                  tile_quality: str = "high",
                  profile: DeviceProfile | None = None, benchmark: bool = True,
@@ -79,7 +92,10 @@ class AsyncHybridClient:
                  timeouts: StageTimeouts | None = None, resume: bool = True,
                  link: LinkProfile | None = None, measure_link: bool = True,
                  runtime: str = "auto", precision: str = "exact") -> None:
-        self.edge = edge
+        urls = _edge_list(edge, edges)
+        self.pool = EdgePool(urls, self._open, selection, self._stats_for)  # checks the URLs
+        self.edge = urls[0]
+        self.edges = urls
         # runtime/precision: the device SR's onnxruntime|openvino and exact|fast (named backends)
         self.backend = (create_backend(device_sr, runtime=runtime, precision=precision)
                         if isinstance(device_sr, str) else device_sr)
@@ -90,15 +106,14 @@ class AsyncHybridClient:
         self._benchmark = benchmark
         self.token = token
         self.ssl = ssl
-        self.retries = retries  # for busy / rate_limited / shutting_down, before acceptance
+        self.retries = retries  # rounds over the edges while they refuse for now
         self.connect_timeout = connect_timeout
         self.timeouts = timeouts or StageTimeouts()
         self.resume = resume  # reconnect and re-attach to running jobs after a lost connection
-        self._reconnect_lock = asyncio.Lock()
         self.link = link  # emulated link (benchmarks, tests); None: the real network
         self.measure_link = measure_link
-        self.stats: ClientStats | None = None  # latest link and device measurements
-        self._conn: Connection | None = None
+        self._device_speed: float | None = None  # observed s per LR px of the device's SR
+        self._current: Edge = self.pool.edges[0]  # the edge of the latest job
 
     async def __aenter__(self) -> AsyncHybridClient:
         await self.connect()
@@ -108,70 +123,79 @@ class AsyncHybridClient:
         await self.close()
 
     async def connect(self) -> None:
-        if self._conn is not None:
+        """Probe this device once, and open one edge (the first that answers, in order).
+
+        The other edges are opened when a job first needs them, and kept.
+        """
+        await self._ensure_profile()
+        if any(e.conn is not None and e.conn.closed_reason is None for e in self.pool.edges):
             return
+        error: HybridSRError | None = None
+        for edge in self.pool.candidates():  # in order, those on backoff only if all are
+            try:
+                await self.pool.connect(edge)
+                return
+            except HybridSRError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def _ensure_profile(self) -> DeviceProfile:
         if self._profile is None:
             self._profile = await asyncio.to_thread(probe_device, self.backend, self._benchmark)
-        self._conn = await Connection.open(self.edge, self._profile, token=self.token,
-                                           ssl=self.ssl, link=self.link,
-                                           connect_timeout=self.connect_timeout)
-        if self.measure_link:
-            await self.measure()
+        return self._profile
+
+    async def _open(self, edge: Edge, timeout: float | None) -> Connection:
+        """A new connection to `edge`, its link measured (RTT, bandwidth each way)."""
+        profile = await self._ensure_profile()
+        conn = await Connection.open(
+            edge.url, profile, token=self.token, ssl=self.ssl, link=self.link,
+            connect_timeout=min(self.connect_timeout, timeout or self.connect_timeout))
+        if self.measure_link and edge.stats is None:
+            try:
+                edge.stats = await _measure(conn)
+            except BaseException:
+                await conn.close()
+                raise
+        return conn
 
     async def measure(self, probe_bytes: int = 128 * 1024) -> ClientStats:
-        """Round trip (best of 3 pings) and bandwidth each way (a padded ping each way)."""
-        conn = self.connection
-        rtt = min([await conn.ping() for _ in range(3)])
-        down = await conn.ping(reply_bytes=probe_bytes)
-        up = await conn.ping(padding=probe_bytes)
-        previous = self.stats.device_sr_s_per_lr_px if self.stats else None
-        self.stats = ClientStats(
-            rtt_s=round(rtt, 6),
-            down_bytes_per_s=probe_bytes / max(down - rtt, 1e-6),
-            up_bytes_per_s=probe_bytes / max(up - rtt, 1e-6),
-            device_sr_s_per_lr_px=previous,
-        )
+        """Measure the link to the latest job's edge again; returns `stats`."""
+        self._current.stats = await _measure(self.connection, probe_bytes)
         return self.stats
+
+    @property
+    def stats(self) -> ClientStats | None:
+        """The link to the latest job's edge and this device's SR speed, as sent with jobs."""
+        return self._stats_for(self._current)
+
+    @stats.setter
+    def stats(self, value: ClientStats | None) -> None:
+        self._device_speed = value.device_sr_s_per_lr_px if value is not None else None
+        self._current.stats = value
+
+    def _stats_for(self, edge: Edge) -> ClientStats | None:
+        if edge.stats is None:
+            return None
+        return edge.stats.model_copy(update={"device_sr_s_per_lr_px": self._device_speed})
 
     def _learn(self, job: DeviceJob) -> None:
         """Keep the device's observed SR speed for the planner's next decision."""
-        if job.device_px and self.stats is not None:
-            speed = job.timings.device_sr / job.device_px
-            self.stats = self.stats.model_copy(update={"device_sr_s_per_lr_px": speed})
+        if job.device_px:
+            self._device_speed = job.timings.device_sr / job.device_px
             if self._benchmark and (cache := profile_cache()) is not None:
-                cache.observe(self.backend, speed * 1000.0)  # the next start need not measure
+                cache.observe(self.backend, self._device_speed * 1000.0)  # next start: known
 
-    async def _reconnect(self, broken: Connection) -> Connection:
-        """A fresh connection for every job that lost `broken`; retried with backoff."""
-        async with self._reconnect_lock:
-            if self._conn is not None and self._conn is not broken:
-                return self._conn  # another job already reconnected
-            try:
-                await asyncio.wait_for(broken.close(), 2.0)
-            except (asyncio.TimeoutError, Exception):
-                pass
-            self._conn = None
-            assert self._profile is not None
-            deadline = asyncio.get_running_loop().time() + self.timeouts.resume
-            attempt = 0
-            while True:
-                try:
-                    self._conn = await Connection.open(
-                        self.edge, self._profile, token=self.token, ssl=self.ssl,
-                        link=self.link,
-                        connect_timeout=min(self.connect_timeout, self.timeouts.resume))
-                    return self._conn
-                except EdgeUnavailable:
-                    delay = backoff_delay(attempt, 0.2, cap_s=2.0)
-                    if asyncio.get_running_loop().time() + delay > deadline:
-                        raise
-                    await asyncio.sleep(delay)
-                    attempt += 1
+    def _device_s_per_px(self) -> float:
+        """This device's light SR, seconds per LR pixel: observed, else probed, else slow."""
+        if self._device_speed is not None:
+            return self._device_speed
+        if self._profile is not None and self._profile.sr_ms_per_lr_pixel is not None:
+            return self._profile.sr_ms_per_lr_pixel / 1000
+        return 1e-4
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()
+        await self.pool.close()
 
     @property
     def profile(self) -> DeviceProfile | None:
@@ -179,9 +203,11 @@ class AsyncHybridClient:
 
     @property
     def connection(self) -> Connection:
-        if self._conn is None:
+        """The connection to the latest job's edge (the first edge before any job)."""
+        conn = self._current.conn or next((e.conn for e in self.pool.edges if e.conn), None)
+        if conn is None:
             raise HybridSRError("not connected: use `async with` or call connect() first")
-        return self._conn
+        return conn
 
     async def generate(self, prompt: str, *, width: int = 512, height: int = 512,
                        seed: int | None = None, negative_prompt: str = "",
@@ -197,17 +223,18 @@ class AsyncHybridClient:
         lets the planner trade denoising steps for speed; `threshold` (0..1) is the saliency
         a tile needs for diffusion SR: lower means more of the image is diffusion-enhanced.
         """
-        await self.connect()
+        await self.connect()  # the size is fitted to the limits of the first edge that answers
         w, h, edge_scale, note = generate_size(width, height, scale, policy,
                                                self.connection.welcome.limits)
-        request = Generate(
-            job_id=job_id or uuid.uuid4().hex, prompt=prompt, negative_prompt=negative_prompt,
-            width=w, height=h, seed=seed, policy=policy, steps=steps, scale=edge_scale,
-            threshold=threshold, image_format=self.image_format,
-            tile_quality=self.tile_quality, latency_budget_s=latency_budget_s, top_k=top_k,
-            stats=self.stats,
-        )
-        result = await self._run(request, None, on_progress)
+        request = _build(Generate, job_id=job_id or uuid.uuid4().hex, prompt=prompt,
+                         negative_prompt=negative_prompt, width=w, height=h, seed=seed,
+                         policy=policy, steps=steps, scale=edge_scale, threshold=threshold,
+                         image_format=self.image_format, tile_quality=self.tile_quality,
+                         latency_budget_s=latency_budget_s,
+                         top_k=top_k)
+        quote = _build(Quote, job_id=request.job_id, width=w, height=h, policy=policy,
+                       steps=steps, scale=edge_scale, latency_budget_s=latency_budget_s)
+        result = await self._run(request, quote, None, on_progress)
         return restore(result, None, (width, height), self.backend, [note] if note else [],
                        crop=True)
 
@@ -226,41 +253,179 @@ class AsyncHybridClient:
         await self.connect()
         edge_scale, note = enhance_scale(scale, self.connection.welcome.limits)
         lr = prepared.rgb
-        request = Enhance(
-            job_id=job_id or uuid.uuid4().hex, image=encode_image(lr, self.image_format),
-            scale=edge_scale, prompt=prompt, seed=seed, policy=policy, threshold=threshold,
-            image_format=self.image_format, tile_quality=self.tile_quality, top_k=top_k,
-            stats=self.stats,
-        )
-        result = await self._run(request, lr, on_progress)
+        blob = await asyncio.to_thread(encode_image, lr, self.image_format)
+        request = _build(Enhance, job_id=job_id or uuid.uuid4().hex, image=blob,
+                         scale=edge_scale, prompt=prompt, seed=seed, policy=policy,
+                         threshold=threshold, image_format=self.image_format,
+                         tile_quality=self.tile_quality, top_k=top_k)
+        quote = _build(Quote, job_id=request.job_id, kind="enhance", width=blob.width,
+                       height=blob.height, policy=policy, scale=edge_scale)
+        result = await self._run(request, quote, lr, on_progress)
         factor = scale if scale is not None else result.plan.scale
         size = (round(lr.shape[1] * factor), round(lr.shape[0] * factor))
         notes = [*prepared.notes, *([note] if note else [])]
         return await asyncio.to_thread(restore, result, prepared, size, self.backend, notes)
 
-    async def _run(self, request: Generate | Enhance, lr: np.ndarray | None,
+    async def _run(self, request: Generate | Enhance, quote: Quote, lr: np.ndarray | None,
                    on_progress: ProgressCallback | None) -> HybridResult:
+        """Try the edges in the selection's order; a round where all refuse for now backs off.
+
+        Whatever moved the job is in the result's `moves`; every edge tried, in `edges`.
+        """
+        route = Route()
+        error: HybridSRError | None = None  # the latest failure
+        refusal: EdgeRefused | None = None  # the first refusal of the request itself
         for attempt in range(self.retries + 1):
-            job = DeviceJob(self.connection, request, self.backend, lr_image=lr,
-                            color_fix=self.color_fix, on_progress=on_progress,
-                            timeouts=self.timeouts,
-                            reconnect=self._reconnect if self.resume else None)
-            try:
-                result = await job.run()
-                self._learn(job)
-                return result
-            except EdgeRefused as exc:
-                # These refusals come before acceptance: nothing ran, resubmitting is safe.
-                if exc.code not in RETRYABLE or attempt == self.retries:
-                    raise
-                await asyncio.sleep(backoff_delay(attempt, exc.retry_after_s))
-        raise AssertionError("unreachable")
+            hint: float | None = None
+            for ranked in await self.pool.rank(quote, min(5.0, self.connect_timeout)):
+                edge = ranked.edge
+                try:
+                    return await self._on(edge, request, lr, on_progress, route)
+                except EdgeRefused as exc:
+                    route.moves.append(f"{edge.url}: refused ({exc.code.value}) before the plan")
+                    if exc.code not in RETRYABLE:
+                        if not self.pool.several:
+                            raise  # this request is wrong for this edge: retrying cannot help
+                        refusal = refusal or exc  # another edge may take it (other limits)
+                        continue
+                    self.pool.failed(edge, exc, exc.retry_after_s)
+                    hint = min(hint or math.inf, exc.retry_after_s or 0.5)
+                    error = exc
+                except (EdgeUnavailable, EdgeProtocolError) as exc:
+                    self.pool.failed(edge, exc)
+                    route.moves.append(f"{edge.url}: {exc}")
+                    error = exc
+                    if not self.pool.several:
+                        raise  # one edge gone: nothing to wait for, say so now
+            if error is None or attempt == self.retries:
+                break  # every edge refused the request itself, or no rounds are left
+            await asyncio.sleep(backoff_delay(attempt, hint))
+        raise refusal or error or EdgeUnavailable("no edge could take the job")
+
+    async def _on(self, edge: Edge, request: Generate | Enhance, lr: np.ndarray | None,
+                  on_progress: ProgressCallback | None, route: Route) -> HybridResult:
+        """The job on one edge, from submission to the result (or a raise before the plan)."""
+        conn = await self.pool.connect(edge)
+        self._current = edge
+        route.visit(edge.url)
+        within = self.timeouts.failover if self.pool.several else self.timeouts.resume
+
+        async def reconnect(broken: Connection) -> Connection:
+            return await self.pool.reconnect(edge, broken, within)
+
+        job = DeviceJob(conn, request.model_copy(update={"stats": self._stats_for(edge)}),
+                        self.backend, lr_image=lr, color_fix=self.color_fix,
+                        on_progress=on_progress, timeouts=self.timeouts,
+                        reconnect=reconnect if self.resume else None,
+                        rescue=self._rescuer(edge, route) if self.pool.several else None,
+                        route=route)
+        result = await job.run()
+        self.pool.worked(edge)
+        self._learn(job)
+        return result
+
+    def _rescuer(self, lost: Edge, route: Route) -> Rescue:
+        """Step 5 of a job that lost `lost` after the plan: another edge, if it is sooner."""
+
+        async def rescue(request: Generate | Enhance, plan: Plan, lr: np.ndarray,
+                         specs: list[TileSpec]) -> dict[int, np.ndarray]:
+            self.pool.failed(lost, "lost mid-job")
+            edge = await self._rescuing_edge(plan, specs, lost)
+            if edge is None:
+                return {}
+            route.visit(edge.url)
+            gate = asyncio.Semaphore(RESCUE_IN_FLIGHT)
+
+            async def one(spec: TileSpec) -> tuple[int, np.ndarray | None]:
+                async with gate:
+                    return spec.index, await self._rescue_tile(edge, request, plan, lr, spec)
+
+            done = await asyncio.gather(*(one(spec) for spec in specs))
+            return {index: hr for index, hr in done if hr is not None}
+
+        return rescue
+
+    async def _rescuing_edge(self, plan: Plan, specs: list[TileSpec], lost: Edge
+                             ) -> Edge | None:
+        """The edge whose quote for the missing tiles beats this device's light SR, if any."""
+        others = self.pool.candidates(exclude=lost)
+        if not others:
+            return None
+        widest = max(specs, key=lambda s: s.w * s.h)
+        quote = Quote(job_id=uuid.uuid4().hex, kind="enhance", width=widest.w,
+                      height=widest.h, scale=plan.scale, policy="edge-diffusion-all")
+        ranked = await self.pool.by_quote(others, quote, min(2.0, self.connect_timeout))
+        best = ranked[0] if ranked else None
+        if best is None or best.quote is None or best.quote.refusal is not None \
+                or best.quote.predicted_s is None:
+            return None
+        edge_s = best.quote.predicted_s * math.ceil(len(specs) / RESCUE_IN_FLIGHT)
+        device_s = sum(s.w * s.h for s in specs) * self._device_s_per_px()
+        return best.edge if edge_s < device_s else None
+
+    async def _rescue_tile(self, edge: Edge, request: Generate | Enhance, plan: Plan,
+                           lr: np.ndarray, spec: TileSpec) -> np.ndarray | None:
+        """One missing tile as an `enhance` of its LR crop; None: the device does it.
+
+        The crop is the tile itself and its seed the one the first edge would have used, so
+        the same model gives the same pixels.
+        """
+        crop = np.ascontiguousarray(lr[spec.y : spec.y + spec.h, spec.x : spec.x + spec.w])
+        seed = None if request.seed is None else (request.seed + 7919 * spec.index) % 2**31
+        try:
+            conn = await self.pool.connect(edge)
+            sub = Enhance(job_id=uuid.uuid4().hex, image=encode_image(crop, self.image_format),
+                          scale=plan.scale, prompt=request.prompt,
+                          negative_prompt=request.negative_prompt, seed=seed,
+                          policy="edge-diffusion-all", image_format=self.image_format,
+                          stats=self._stats_for(edge))
+            job = DeviceJob(conn, sub, self.backend, lr_image=crop, color_fix="none",
+                            timeouts=self.timeouts)
+            result = await job.run()
+        except HybridSRError:
+            return None
+        return None if result.degraded else np.asarray(result.image)
+
+
+def _edge_list(edge: str | Sequence[str] | None, edges: Sequence[str] | None) -> list[str]:
+    """`edge` (one URL or a list) or `edges`, not both; at least one."""
+    if edge is not None and edges is not None:
+        raise InvalidEdgeURL("give `edge` or `edges`, not both")
+    given = edges if edges is not None else edge
+    if given is None:
+        raise InvalidEdgeURL("give an edge URL (edge=...) or several (edges=[...])")
+    urls = [given] if isinstance(given, str) else list(given)
+    if not urls or not all(isinstance(u, str) and u for u in urls):
+        raise InvalidEdgeURL(f"edge URLs must be non-empty strings, got {given!r}")
+    return urls
+
+
+def _build(model: type[T], **fields: Any) -> T:
+    """A request message from the caller's arguments; a bad one is a `HybridSRError`."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise HybridSRError(f"invalid argument {where}: {first['msg']}") from None
+
+
+async def _measure(conn: Connection, probe_bytes: int = 128 * 1024) -> ClientStats:
+    """Round trip (best of 3 pings) and bandwidth each way (a padded ping each way)."""
+    rtt = min([await conn.ping() for _ in range(3)])
+    down = await conn.ping(reply_bytes=probe_bytes)
+    up = await conn.ping(padding=probe_bytes)
+    return ClientStats(
+        rtt_s=round(rtt, 6),
+        down_bytes_per_s=probe_bytes / max(down - rtt, 1e-6),
+        up_bytes_per_s=probe_bytes / max(up - rtt, 1e-6),
+    )
 
 
 class HybridClient:
     """Blocking client for scripts: the async core runs on a private event-loop thread."""
 
-    def __init__(self, edge: str, **kwargs: Any) -> None:
+    def __init__(self, edge: str | Sequence[str] | None = None, **kwargs: Any) -> None:
         self._client = AsyncHybridClient(edge, **kwargs)  # first: a bad argument leaks nothing
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,

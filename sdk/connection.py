@@ -21,11 +21,19 @@ from hybridsr.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    Quote,
+    QuoteReply,
     Welcome,
     decode,
     encode,
 )
-from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable
+from hybridsr.sdk.errors import (
+    EdgeProtocolError,
+    EdgeRefused,
+    EdgeTimeout,
+    EdgeUnavailable,
+    InvalidEdgeURL,
+)
 from hybridsr.sdk.link import DelayLine, LinkProfile
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,14 @@ CLIENT_NAME = "hybridsr-sdk/0.1"
 
 class ConnectionLost:
     """Put on every job queue when the session ends, so waiting jobs wake up."""
+
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        self.reason = reason
+        self.timed_out = timed_out  # the edge went silent rather than away
+
+
+class BadFrame:
+    """Put on a job's queue for a frame that names the job but does not decode."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -47,9 +63,14 @@ def session_url(edge: str) -> str:
     parts = urlsplit(edge)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"edge URL must be ws://, wss://, http:// or https://, got {edge!r}")
+        raise InvalidEdgeURL(
+            f"edge URL must be ws://, wss://, http:// or https://, got {edge!r}")
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise InvalidEdgeURL(f"edge URL has a bad port: {edge!r}") from None
     if not parts.hostname:
-        raise ValueError(f"edge URL has no host: {edge!r}")
+        raise InvalidEdgeURL(f"edge URL has no host: {edge!r}")
     path = parts.path if parts.path not in ("", "/") else WEBSOCKET_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
@@ -67,6 +88,7 @@ class Connection:
         self.bytes_received = 0
         self.bytes_sent = 0
         self._pongs: dict[int, asyncio.Future] = {}
+        self._quotes: dict[str, asyncio.Future] = {}  # by the quoted job id
         self._nonces = itertools.count(1)
         # Link emulation: frames pass through a delay line each way (see sdk/link.py).
         self._up = self._down = None
@@ -85,17 +107,21 @@ class Connection:
         http = http or aiohttp.ClientSession()
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            ws = await asyncio.wait_for(
-                http.ws_connect(url, max_msg_size=2 * DEFAULT_MAX_FRAME_BYTES, heartbeat=30.0,
-                                headers=headers, ssl=True if ssl is None else ssl),
-                connect_timeout,
-            )
+            async with asyncio.timeout(connect_timeout):  # not wait_for: see DeviceJob._receive
+                ws = await http.ws_connect(url, max_msg_size=2 * DEFAULT_MAX_FRAME_BYTES,
+                                           heartbeat=30.0, headers=headers,
+                                           ssl=True if ssl is None else ssl)
             hello = Hello(protocol_version=PROTOCOL_VERSION, client=CLIENT_NAME, device=device)
             await ws.send_bytes(encode(hello))
-            msg = await asyncio.wait_for(ws.receive(), connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                msg = await ws.receive()
             if msg.type != aiohttp.WSMsgType.BINARY:
                 raise EdgeUnavailable(f"edge at {url} closed the connection during the handshake")
-            reply = decode(msg.data)
+            try:
+                reply = decode(msg.data)
+            except ProtocolError as exc:
+                raise EdgeProtocolError(f"edge at {url} answered hello with a bad frame: "
+                                        f"{exc.message}") from None
         except aiohttp.WSServerHandshakeError as exc:
             if owns_http:
                 await http.close()
@@ -108,7 +134,8 @@ class Connection:
             if owns_http:
                 await http.close()
             reason = str(exc) or type(exc).__name__
-            raise EdgeUnavailable(f"cannot connect to edge at {url}: {reason}") from None
+            kind = EdgeTimeout if isinstance(exc, asyncio.TimeoutError) else EdgeUnavailable
+            raise kind(f"cannot connect to edge at {url}: {reason}") from None
         except BaseException:
             if owns_http:
                 await http.close()
@@ -119,7 +146,10 @@ class Connection:
                 await http.close()
             raise EdgeRefused(reply.code, reply.message, reply.retry_after_s)
         if not isinstance(reply, Welcome):
-            raise EdgeUnavailable(f"edge answered hello with {reply.type!r}")
+            await ws.close()
+            if owns_http:
+                await http.close()
+            raise EdgeProtocolError(f"edge at {url} answered hello with {reply.type!r}")
         return cls(http, ws, reply, owns_http, link)
 
     @property
@@ -139,10 +169,9 @@ class Connection:
     async def send(self, message: BaseModel) -> None:
         frame = encode(message)
         if len(frame) > self.max_frame_bytes:
-            raise ValueError(
-                f"message of {len(frame)} bytes exceeds the edge's frame limit "
-                f"{self.max_frame_bytes}; send a smaller image"
-            )
+            raise EdgeRefused(
+                "frame_too_large", f"message of {len(frame)} bytes exceeds the edge's frame "
+                f"limit {self.max_frame_bytes}; send a smaller image")
         if self.closed_reason is not None:
             raise EdgeUnavailable(f"lost the connection to the edge: {self.closed_reason}")
         self.bytes_sent += len(frame)
@@ -167,12 +196,26 @@ class Connection:
         t0 = asyncio.get_running_loop().time()
         try:
             await self.send(Ping(nonce=nonce, reply_bytes=reply_bytes, padding=bytes(padding)))
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise EdgeUnavailable(f"no pong from the edge within {timeout:g} s") from None
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            raise EdgeTimeout(f"no pong from the edge within {timeout:g} s") from None
         finally:
             self._pongs.pop(nonce, None)
         return asyncio.get_running_loop().time() - t0
+
+    async def quote(self, request: Quote, timeout: float = 5.0) -> QuoteReply:
+        """The edge's planner on `request` now; a refused quote raises `EdgeRefused`."""
+        future = asyncio.get_running_loop().create_future()
+        self._quotes[request.job_id] = future
+        try:
+            await self.send(request)
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise EdgeTimeout(f"no quote from the edge within {timeout:g} s") from None
+        finally:
+            self._quotes.pop(request.job_id, None)
 
     async def _read(self) -> None:
         reason = "closed by the edge"
@@ -201,11 +244,18 @@ class Connection:
             self.closed_reason = data.reason
             for queue in self._queues.values():
                 queue.put_nowait(data)
+            for future in self._quotes.values():
+                if not future.done():
+                    future.set_exception(EdgeUnavailable(f"lost the edge: {data.reason}"))
             return
         try:
             message = decode(data, 2 * DEFAULT_MAX_FRAME_BYTES)
         except ProtocolError as exc:
-            log.warning("ignoring a bad frame from the edge: %s", exc)
+            queue = self._queues.get(exc.job_id) if exc.job_id else None
+            if queue is not None:  # the job it was for decides what a corrupt frame means
+                queue.put_nowait(BadFrame(exc.message))
+            else:
+                log.warning("ignoring a bad frame from the edge: %s", exc)
             return
         if isinstance(message, Pong):
             future = self._pongs.get(message.nonce)
@@ -213,6 +263,12 @@ class Connection:
                 future.set_result(None)
             return
         job_id = getattr(message, "job_id", None)
+        quote = self._quotes.get(job_id) if job_id else None
+        if quote is not None and isinstance(message, (QuoteReply, Error)):
+            if not quote.done():
+                quote.set_result(message) if isinstance(message, QuoteReply) else \
+                    quote.set_exception(EdgeRefused(message.code, message.message))
+            return
         queue = self._queues.get(job_id) if job_id else None
         if queue is not None:
             queue.put_nowait(message)
@@ -225,9 +281,8 @@ class Connection:
                 await line.close()
         await self._ws.close()
         self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        # Not `try: await … except CancelledError`: that would also swallow a cancellation
+        # of the task calling close().
+        await asyncio.gather(self._reader, return_exceptions=True)
         if self._owns_http:
             await self._http.close()

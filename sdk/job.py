@@ -1,11 +1,15 @@
 """The life of one job on the device, top to bottom.
 
-1. send `generate` (or `enhance` with the LR image) and wait for `accepted`;
-2. on `plan`: start light SR of the device's tiles at once, in a worker thread;
-3. meanwhile receive the edge's tiles, colour-correct each against the LR image, stitch;
-4. on `done`: wait for the device's tiles, finish the stitch, return a `HybridResult`.
-If the edge goes away after the plan, the device does the missing tiles itself and the
-result is marked `degraded`; before the plan there is nothing to fall back on.
+1. submit: send `generate` (or `enhance` with the LR image), wait for `accepted`;
+2. the plan: progress while the edge queues and runs T2I, then the plan and its LR image;
+3. device tiles: light SR of the device's tiles starts at once, in a worker thread;
+4. edge tiles: receive each, colour-correct it against the LR image, stitch, until `done`;
+5. the rest: tiles the edge never delivered go to another edge (when the client's `rescue`
+   finds one that is sooner) or are done here, and the result is marked `degraded`;
+6. the result: image, plan, timings, and the edges the job used.
+A lost connection is resumed at any step (same job id, same request: the edge re-attaches).
+Before the plan an edge that fails raises (the client may move the job to another edge);
+after it the job is finished without that edge.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -32,10 +36,17 @@ from hybridsr.protocol import (
     Progress,
     ProtocolError,
     TileResult,
+    TileSpec,
     decode_image,
 )
-from hybridsr.sdk.connection import Connection, ConnectionLost
-from hybridsr.sdk.errors import EdgeRefused, EdgeUnavailable, HybridSRError
+from hybridsr.sdk.connection import BadFrame, Connection, ConnectionLost
+from hybridsr.sdk.errors import (
+    EdgeProtocolError,
+    EdgeRefused,
+    EdgeTimeout,
+    EdgeUnavailable,
+    HybridSRError,
+)
 from hybridsr.sdk.result import HybridResult, Timings
 
 
@@ -59,21 +70,48 @@ class StageTimeouts:
     plan: float = 600.0  # `accepted` → `plan` (queueing and T2I; progress frames reset it)
     tiles: float = 120.0  # between edge tiles once the plan is here
     resume: float = 20.0  # reconnecting after a lost connection, before giving up
+    # With other edges to move to, reconnecting to a lost one is tried this long instead.
+    failover: float = 2.0
     # The plan promises when the edge's last tile is sent; past factor × that + slack the
     # device stops waiting and does the missing tiles itself (the result is degraded).
     promise_factor: float = 3.0
     promise_slack: float = 10.0
+    max_resumes: int = 5  # reconnections per job on one edge before it counts as gone
 
 
 Reconnect = Callable[[Connection], Awaitable[Connection]]
+# Tiles of `plan` the first edge never delivered → HR tiles another edge made (by index).
+Rescue = Callable[[Generate | Enhance, Plan, np.ndarray, list[TileSpec]],
+                  Awaitable[dict[int, np.ndarray]]]
+
+
+@dataclass
+class Route:
+    """The edges a job used, in order (URLs as given), and why it moved between them."""
+
+    edges: list[str] = field(default_factory=list)
+    moves: list[str] = field(default_factory=list)
+
+    def visit(self, edge: str) -> None:
+        if not self.edges or self.edges[-1] != edge:
+            self.edges.append(edge)
+
+
+class _Gone(Exception):
+    """The edge cannot be resumed: the connection is lost for good, or it went silent."""
+
+    def __init__(self, lost: ConnectionLost) -> None:
+        super().__init__(lost.reason)
+        self.reason = lost.reason
+        self.timed_out = lost.timed_out
 
 
 class DeviceJob:
     def __init__(self, conn: Connection, request: Generate | Enhance, backend: DeviceSR, *,
                  lr_image: np.ndarray | None = None, color_fix: str = "wavelet",
                  on_progress: ProgressCallback | None = None,
-                 timeouts: StageTimeouts | None = None, reconnect: Reconnect | None = None
-                 ) -> None:
+                 timeouts: StageTimeouts | None = None, reconnect: Reconnect | None = None,
+                 rescue: Rescue | None = None, route: Route | None = None) -> None:
         self.conn = conn
         self.request = request
         self.backend = backend
@@ -82,13 +120,19 @@ class DeviceJob:
         self.on_progress = on_progress or (lambda event: None)
         self.timeouts = timeouts or StageTimeouts()
         self.reconnect = reconnect  # None: a lost connection is not retried
+        self.rescue = rescue  # None: the device does every tile the edge does not deliver
+        self.route = route or Route()
         self.timings = Timings()
         self.destinations: dict[int, str] = {}
         self.stitcher: Stitcher | None = None
         self.tiles_done = 0
         self.reconnects = 0
+        self.accepted = False  # the edge took the job: leaving it means cancelling it there
+        self.ended_by_edge = False  # the edge ended the job itself: nothing to cancel
         self.device_px = 0  # LR tile pixels the device super-resolved (context not counted)
+        self.done: Done | None = None
         self.done_at: float | None = None  # when `done` arrived: the edge's last word
+        self._queue: asyncio.Queue | None = None
         self._bytes = [0, 0]  # received, sent, on connections already left behind
         # When things happened, seconds after the request was sent: the page's waterfall.
         self.marks: dict[str, float] = {}
@@ -96,174 +140,93 @@ class DeviceJob:
         self.wire: dict[int, dict[str, str | int]] = {}  # edge tile → its codec and bytes
 
     async def run(self) -> HybridResult:
-        job_id = self.request.job_id
-        queue = self.conn.subscribe(job_id)
         started = self._started = time.perf_counter()
+        self._queue = self.conn.subscribe(self.request.job_id)
         self._bytes = [-self.conn.bytes_received, -self.conn.bytes_sent]
         device_task: asyncio.Task | None = None
-        finished = ended_by_edge = False
+        finished = False
         try:
-            # 1. Submit.
-            await self.conn.send(self.request)
-            plan: Plan | None = None
-            lr: np.ndarray | None = None
-            accepted = False
-            degraded_reason: str | None = None
-            done: Done | None = None
-            promise: float | None = None  # loop time by which the edge said it would be done
-            loop = asyncio.get_running_loop()
-            while done is None and degraded_reason is None:
-                stage = "tiles" if plan else "plan" if accepted else "accept"
-                timeout = getattr(self.timeouts, stage)
-                if promise is not None:
-                    if loop.time() >= promise:
-                        degraded_reason = "the edge missed its promised finish"
-                        break
-                    timeout = min(timeout, promise - loop.time())
-                message = await self._next(queue, timeout, stage)
-                if isinstance(message, ConnectionLost) and promise is not None \
-                        and loop.time() >= promise:
-                    continue  # the promise ran out while we waited: handled at the top
-                if isinstance(message, ConnectionLost):
-                    # Same job id, same request: the edge re-attaches us to the job.
-                    resumed_queue = await self._resume(message.reason)
-                    if resumed_queue is not None:
-                        queue = resumed_queue
-                        continue
-                    if plan is None:
-                        raise EdgeUnavailable(f"edge connection lost before the plan: "
-                                              f"{message.reason}")
-                    degraded_reason = f"edge connection lost mid-job ({message.reason})"
-                elif isinstance(message, Error):
-                    ended_by_edge = True
-                    if plan is None:
-                        raise EdgeRefused(message.code, message.message, message.retry_after_s)
-                    degraded_reason = f"edge failed mid-job ({message.code}: {message.message})"
-                elif isinstance(message, Accepted):
-                    if plan is not None and not message.resumed:
-                        # The edge no longer knows the job (restarted): finish it here.
-                        ended_by_edge = True
-                        await self._cancel_quietly()
-                        degraded_reason = "the edge lost the job (restarted?)"
-                    accepted = True
-                    self.on_progress(ProgressEvent("queued", 0, message.queue_position))
-                elif isinstance(message, Progress):
-                    self.on_progress(ProgressEvent(message.stage, message.step, message.total))
-                elif isinstance(message, Plan) and plan is None:
-                    # 2. The plan: device SR starts now, concurrently with the edge's tiles.
-                    plan = message
-                    self._mark("plan")
-                    if plan.predicted_s is not None and plan.predicted_plan_s is not None:
-                        edge_part = max(0.0, plan.predicted_s - plan.predicted_plan_s)
-                        promise = loop.time() + (self.timeouts.promise_factor * edge_part
-                                                 + self.timeouts.promise_slack)
-                    lr = self._lr_image(plan)
-                    self.stitcher = Stitcher(plan.lr_width, plan.lr_height, plan.scale,
-                                             plan_tiles(plan))
-                    self.on_progress(ProgressEvent("tiles", 0, len(plan.tiles)))
-                    device_task = asyncio.create_task(self._device_tiles(plan, lr))
-                elif isinstance(message, TileResult) and plan is not None and lr is not None:
-                    # 3. An edge tile: decode and colour-correct off the event loop, then stitch.
-                    await self._edge_tile(plan, lr, message)
-                elif isinstance(message, Done):
-                    done = message
-                    self.done_at = time.perf_counter()
-                    self._mark("done")
-            assert plan is not None and lr is not None and self.stitcher is not None
-            if device_task is not None:
-                await device_task
-
-            # 4. Whatever the edge did not deliver, the device does (only when degraded).
-            missing = self.stitcher.missing
-            if missing:
-                degraded_reason = degraded_reason or "edge finished without sending every tile"
-                degraded_reason += f"; {len(missing)} edge tile(s) done on the device"
-                await self._device_tiles(plan, lr, only=missing)
-            t0 = time.perf_counter()
-            image = self.stitcher.result()
-            self.timings.stitch += time.perf_counter() - t0
-            self._mark("stitched")
+            await self._submit()  # 1
+            plan = await self._await_plan()  # 2
+            self._mark("plan")
+            lr = self._lr_image(plan)
+            self.stitcher = Stitcher(plan.lr_width, plan.lr_height, plan.scale,
+                                     plan_tiles(plan))
+            self.on_progress(ProgressEvent("tiles", 0, len(plan.tiles)))
+            device_task = asyncio.create_task(self._device_tiles(plan, lr))  # 3
+            degraded = await self._receive_tiles(plan, lr)  # 4
+            await device_task
+            degraded = await self._finish_missing(plan, lr, degraded)  # 5
+            image = self._stitch()
             finished = True
         finally:
-            self.conn.unsubscribe(job_id)
+            self.conn.unsubscribe(self.request.job_id)
             if device_task is not None and not device_task.done():
                 device_task.cancel()
-            if not (finished or ended_by_edge):
+            if self.accepted and not (finished or self.ended_by_edge):
                 await self._cancel_quietly()  # tell the edge to stop working for nobody
+        return self._result(plan, lr, image, degraded, started)  # 6
 
-        edge_timings = done.timings if done else {}
-        self.timings.t2i = edge_timings.get("t2i", 0.0)
-        self.timings.edge_sr = edge_timings.get("edge_sr", 0.0)
-        self.timings.edge_total = edge_timings.get("edge_total", 0.0)
-        self.timings.total = time.perf_counter() - started
-        if self.done_at is not None and not self.reconnects:
-            # Waiting on the network: request up, frames down, minus the edge's own work.
-            self.timings.transfer = max(0.0, self.done_at - started - self.timings.edge_total)
-        return HybridResult(
-            image=Image.fromarray(image), lr_image=Image.fromarray(lr), plan=plan,
-            destinations=dict(sorted(self.destinations.items())), timings=self.timings,
-            degraded=degraded_reason is not None, degraded_reason=degraded_reason,
-            random_weights=plan.random_weights,
-            bytes_received=self._bytes[0] + self.conn.bytes_received,
-            bytes_sent=self._bytes[1] + self.conn.bytes_sent,
-            edge=self.conn.welcome.models.model_dump(), reconnects=self.reconnects,
-            marks=dict(self.marks), edge_timings=dict(edge_timings),
-            tile_wire=dict(sorted(self.wire.items())),
-        )
+    # --- 1. submit -------------------------------------------------------------------
 
-    async def _next(self, queue: asyncio.Queue, timeout: float, stage: str):
-        # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as a frame arrives,
-        # and the cancelled job ran on (seen with the ray backend's frequent step frames).
-        get = asyncio.ensure_future(queue.get())
+    async def _submit(self) -> None:
+        """Send the request and wait for `accepted`; a refusal raises `EdgeRefused`."""
+        await self.conn.send(self.request)
+        while not self.accepted:
+            message = await self._before_plan("accept")
+            if isinstance(message, Accepted):
+                self.accepted = True
+                self.on_progress(ProgressEvent("queued", 0, message.queue_position))
+            else:
+                raise EdgeProtocolError(f"the edge sent {message.type!r} before `accepted`")
+
+    # --- 2. the plan -----------------------------------------------------------------
+
+    async def _await_plan(self) -> Plan:
+        """Progress frames until the plan; anything else first is out of order."""
+        while True:
+            message = await self._before_plan("plan")
+            if isinstance(message, Accepted):  # resumed, or admitted again after a restart
+                self.on_progress(ProgressEvent("queued", 0, message.queue_position))
+            elif isinstance(message, Progress):
+                self.on_progress(ProgressEvent(message.stage, message.step, message.total))
+            elif isinstance(message, Plan):
+                return message
+            else:
+                raise EdgeProtocolError(f"the edge sent {message.type!r} before the plan")
+
+    async def _before_plan(self, stage: str):
+        """The next frame before the plan: an edge that fails here raises a typed error."""
         try:
-            done, _ = await asyncio.wait({get}, timeout=timeout)
-        finally:
-            get.cancel()  # no-op once it has its frame
-        if not done:
-            return ConnectionLost(f"no word from the edge for {timeout:g} s ({stage} stage)")
-        return get.result()
-
-    async def _resume(self, reason: str) -> asyncio.Queue | None:
-        """Reconnect and resend the request; None when there is no edge to resume with."""
-        if self.reconnect is None:
-            return None
-        old = self.conn
-        old.unsubscribe(self.request.job_id)
-        try:
-            conn = await self.reconnect(old)
-            queue = conn.subscribe(self.request.job_id)
-            await conn.send(self.request)
-        except HybridSRError:
-            return None
-        if conn is not old:
-            self._bytes[0] += old.bytes_received
-            self._bytes[1] += old.bytes_sent
-            self._bytes[0] -= conn.bytes_received
-            self._bytes[1] -= conn.bytes_sent
-        self.conn = conn
-        self.reconnects += 1
-        return queue
-
-    async def _cancel_quietly(self) -> None:
-        if self.conn.closed_reason is None:
-            try:
-                await self.conn.send(Cancel(job_id=self.request.job_id))
-            except Exception:
-                pass
+            message = await self._receive(stage)
+        except _Gone as gone:
+            kind = EdgeTimeout if gone.timed_out else EdgeUnavailable
+            raise kind(f"edge connection lost before the plan: {gone.reason}") from None
+        if isinstance(message, BadFrame):
+            raise EdgeProtocolError(f"corrupt frame from the edge: {message.reason}")
+        if isinstance(message, Error):
+            self.ended_by_edge = True
+            raise EdgeRefused(message.code, message.message, message.retry_after_s)
+        return message
 
     def _lr_image(self, plan: Plan) -> np.ndarray:
-        if plan.lr_image is not None:
-            lr = decode_image(plan.lr_image)
-        elif self.lr_given is not None:
-            lr = self.lr_given
-        else:
-            raise EdgeUnavailable("the plan carries no LR image")
+        try:
+            if plan.lr_image is not None:
+                lr = decode_image(plan.lr_image)
+            elif self.lr_given is not None:
+                lr = self.lr_given
+            else:
+                raise EdgeProtocolError("the plan carries no LR image")
+        except ProtocolError as exc:
+            raise EdgeProtocolError(f"the plan's LR image: {exc.message}") from None
         if lr.shape[:2] != (plan.lr_height, plan.lr_width):
-            raise HybridSRError(
+            raise EdgeProtocolError(
                 f"the edge's LR image is {lr.shape[1]}x{lr.shape[0]}, "
                 f"its plan says {plan.lr_width}x{plan.lr_height}"
             )
         return lr
+
+    # --- 3. device tiles -------------------------------------------------------------
 
     async def _device_tiles(self, plan: Plan, lr: np.ndarray, only: list[int] | None = None
                             ) -> None:
@@ -281,6 +244,44 @@ class DeviceJob:
                     self.device_px += spec.w * spec.h  # per tile pixel, context included in time
                 self._add(spec.index, hrs[spec.index], "device", len(plan.tiles))
 
+    # --- 4. edge tiles ---------------------------------------------------------------
+
+    async def _receive_tiles(self, plan: Plan, lr: np.ndarray) -> str | None:
+        """The edge's tiles until `done`; returns why the edge's part ended early, if so."""
+        promise = self._promise(plan)
+        while True:
+            try:
+                message = await self._receive("tiles", promise)
+            except _Gone as gone:
+                return f"edge connection lost mid-job ({gone.reason})"
+            if message is None:
+                return "the edge missed its promised finish"
+            if isinstance(message, Error):
+                self.ended_by_edge = True
+                return f"edge failed mid-job ({message.code}: {message.message})"
+            if isinstance(message, Accepted) and not message.resumed:
+                # The edge no longer knows the job (restarted) and took it as new: stop it.
+                await self._cancel_quietly()
+                self.ended_by_edge = True
+                return "the edge lost the job (restarted?)"
+            if isinstance(message, Progress):
+                self.on_progress(ProgressEvent(message.stage, message.step, message.total))
+            elif isinstance(message, TileResult):
+                await self._edge_tile(plan, lr, message)
+            elif isinstance(message, Done):
+                self.done, self.done_at = message, time.perf_counter()
+                self._mark("done")
+                return None
+            # a repeated plan after a resume, or a corrupt frame: the device covers its tiles
+
+    def _promise(self, plan: Plan) -> float | None:
+        """Loop time past which the device stops waiting for the edge's tiles."""
+        if plan.predicted_s is None or plan.predicted_plan_s is None:
+            return None
+        edge_part = max(0.0, plan.predicted_s - plan.predicted_plan_s)
+        return asyncio.get_running_loop().time() + (
+            self.timeouts.promise_factor * edge_part + self.timeouts.promise_slack)
+
     async def _edge_tile(self, plan: Plan, lr: np.ndarray, message: TileResult) -> None:
         index = message.index
         if not 0 <= index < len(plan.tiles) or plan.tiles[index].destination != "edge":
@@ -296,9 +297,7 @@ class DeviceJob:
                 hr = decode_image(message.image)
             except ProtocolError:
                 return None
-            if hr.shape[:2] != (spec.h * plan.scale, spec.w * plan.scale):
-                return None
-            return correct_edge_tile(lr, spec, plan.scale, hr, self.color_fix)
+            return self._corrected(plan, lr, spec, hr)
 
         t0 = time.perf_counter()
         hr = await asyncio.to_thread(prepare)
@@ -307,6 +306,128 @@ class DeviceJob:
             self._mark("edge_tile_first")
             self._mark("edge_tile_last", again=True)
             self._add(index, hr, "edge", len(plan.tiles))
+
+    def _corrected(self, plan: Plan, lr: np.ndarray, spec: TileSpec, hr: np.ndarray
+                   ) -> np.ndarray | None:
+        """An edge's HR tile colour-corrected against the LR image; None if misshapen."""
+        if hr.shape[:2] != (spec.h * plan.scale, spec.w * plan.scale):
+            return None
+        return correct_edge_tile(lr, spec, plan.scale, hr, self.color_fix)
+
+    # --- 5. the rest -----------------------------------------------------------------
+
+    async def _finish_missing(self, plan: Plan, lr: np.ndarray, degraded: str | None
+                              ) -> str | None:
+        """Tiles the edge did not deliver: another edge's diffusion, else the device's SR."""
+        assert self.stitcher is not None
+        if not self.stitcher.missing:
+            return degraded
+        degraded = degraded or "edge finished without sending every tile"
+        if self.rescue is not None:
+            salient = [plan.tiles[i] for i in self.stitcher.missing
+                       if plan.tiles[i].method == "diffusion"]
+            rescued = await self.rescue(self.request, plan, lr, salient) if salient else {}
+            for index, hr in rescued.items():
+                fixed = await asyncio.to_thread(self._corrected, plan, lr, plan.tiles[index], hr)
+                if fixed is not None:
+                    self._add(index, fixed, "edge", len(plan.tiles))
+            if rescued:
+                degraded += f"; {len(rescued)} tile(s) enhanced on {self.route.edges[-1]}"
+        missing = self.stitcher.missing
+        if missing:
+            degraded += f"; {len(missing)} edge tile(s) done on the device"
+            await self._device_tiles(plan, lr, only=missing)
+        return degraded
+
+    def _stitch(self) -> np.ndarray:
+        assert self.stitcher is not None
+        t0 = time.perf_counter()
+        image = self.stitcher.result()
+        self.timings.stitch += time.perf_counter() - t0
+        self._mark("stitched")
+        return image
+
+    # --- 6. the result ---------------------------------------------------------------
+
+    def _result(self, plan: Plan, lr: np.ndarray, image: np.ndarray, degraded: str | None,
+                started: float) -> HybridResult:
+        edge_timings = self.done.timings if self.done else {}
+        self.timings.t2i = edge_timings.get("t2i", 0.0)
+        self.timings.edge_sr = edge_timings.get("edge_sr", 0.0)
+        self.timings.edge_total = edge_timings.get("edge_total", 0.0)
+        self.timings.total = time.perf_counter() - started
+        if self.done_at is not None and not self.reconnects:
+            # Waiting on the network: request up, frames down, minus the edge's own work.
+            self.timings.transfer = max(0.0, self.done_at - started - self.timings.edge_total)
+        if degraded is not None:
+            self.route.moves.append(degraded)
+        return HybridResult(
+            image=Image.fromarray(image), lr_image=Image.fromarray(lr), plan=plan,
+            destinations=dict(sorted(self.destinations.items())), timings=self.timings,
+            degraded=degraded is not None, degraded_reason=degraded,
+            random_weights=plan.random_weights,
+            bytes_received=self._bytes[0] + self.conn.bytes_received,
+            bytes_sent=self._bytes[1] + self.conn.bytes_sent,
+            edge=self.conn.welcome.models.model_dump(), reconnects=self.reconnects,
+            edges=list(self.route.edges), moves=list(self.route.moves),
+            marks=dict(self.marks), edge_timings=dict(edge_timings),
+            tile_wire=dict(sorted(self.wire.items())),
+        )
+
+    # --- the link, at every step -----------------------------------------------------
+
+    async def _receive(self, stage: str, deadline: float | None = None):
+        """This job's next frame, resuming a lost connection; None once `deadline` passed.
+
+        `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can return a frame that
+        arrived just as the task was cancelled, and so swallow the cancellation.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = getattr(self.timeouts, stage)
+            if deadline is not None:
+                if loop.time() >= deadline:
+                    return None
+                timeout = min(timeout, deadline - loop.time())
+            assert self._queue is not None
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self._queue.get()
+            except TimeoutError:
+                message = ConnectionLost(
+                    f"no word from the edge for {timeout:g} s ({stage} stage)", timed_out=True)
+            if not isinstance(message, ConnectionLost):
+                return message
+            if deadline is not None and loop.time() >= deadline:
+                return None  # the promise ran out while we waited: no use resuming
+            if not await self._resume(message.reason):
+                raise _Gone(message)
+
+    async def _resume(self, reason: str) -> bool:
+        """Reconnect and resend the same request; False when there is no edge to resume with."""
+        if self.reconnect is None or self.reconnects >= self.timeouts.max_resumes:
+            return False
+        old = self.conn
+        old.unsubscribe(self.request.job_id)
+        try:
+            conn = await self.reconnect(old)
+            self._queue = conn.subscribe(self.request.job_id)
+            await conn.send(self.request)
+        except HybridSRError:
+            return False
+        if conn is not old:
+            self._bytes[0] += old.bytes_received - conn.bytes_received
+            self._bytes[1] += old.bytes_sent - conn.bytes_sent
+        self.conn = conn
+        self.reconnects += 1
+        return True
+
+    async def _cancel_quietly(self) -> None:
+        if self.conn.closed_reason is None:
+            try:
+                await self.conn.send(Cancel(job_id=self.request.job_id))
+            except HybridSRError:
+                pass
 
     def _mark(self, name: str, again: bool = False) -> None:
         """Note when `name` happened (the first time, or with `again` the latest)."""

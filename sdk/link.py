@@ -64,7 +64,4 @@ class DelayLine:
 
     async def close(self) -> None:
         self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await asyncio.gather(self._task, return_exceptions=True)  # a caller's cancel goes on

@@ -47,6 +47,13 @@ class HybridResult:
     # How the input and output were adapted (sizes, scales, formats): see sdk/inputs.py.
     notes: list[str] = field(default_factory=list)
     tile_wire: dict[int, dict[str, Any]] = field(default_factory=dict)  # codec, bytes per tile
+    edges: list[str] = field(default_factory=list)  # every edge the job used, in order
+    moves: list[str] = field(default_factory=list)  # why it moved (or degraded), in order
+
+    @property
+    def moved(self) -> bool:
+        """True when more than one edge worked on (or was tried for) this job."""
+        return len(self.edges) > 1
 
     def report(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what the CLI writes with `--report`."""
@@ -69,6 +76,8 @@ class HybridResult:
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
+            "edges": list(self.edges),
+            "moves": list(self.moves),
             "edge": self.edge,
             "marks": dict(self.marks),
             "edge_timings": dict(self.edge_timings),

@@ -14,7 +14,7 @@ from hybridsr.protocol import WEBSOCKET_PATH
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.metrics import handle_metrics
-from hybridsr.server.oneshot import handle_generate
+from hybridsr.server.oneshot import handle_generate, handle_quote
 from hybridsr.server.security import auth_middleware
 from hybridsr.server.session import handle_session
 
@@ -63,6 +63,7 @@ def create_app(config: EdgeConfig | None = None) -> web.Application:
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(WEBSOCKET_PATH, handle_session)
     app.router.add_post("/v1/generate", handle_generate)
+    app.router.add_post("/v1/quote", handle_quote)
     app.on_startup.append(_start_edge)
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close_edge)

@@ -68,13 +68,17 @@ class Edge:
         self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
         self.idle.set()
 
-    def admit(self, client_key: str) -> None:
-        """Admission control for a new job: raises `ProtocolError` when it must wait."""
+    def admit(self, client_key: str, take: bool = True) -> None:
+        """Admission control for a new job: raises `ProtocolError` when it must wait.
+
+        `take=False` (a quote) asks without taking a rate-limit token.
+        """
         if self.draining:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN,
                                 "edge is shutting down; retry on another edge or later",
                                 retry_after_s=5.0)
-        wait = self.rate_limiter.acquire(client_key)
+        limiter = self.rate_limiter
+        wait = limiter.acquire(client_key) if take else limiter.peek(client_key)
         if wait > 0:
             raise ProtocolError(ErrorCode.RATE_LIMITED,
                                 f"too many jobs from {client_key}; retry in {wait:.2f} s",

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hybridsr.imaging.saliency import tile_scores
-from hybridsr.imaging.tiles import Tile, crop_with_context, tile_grid
+from hybridsr.imaging.tiles import Tile, crop_with_context
 from hybridsr.protocol import (
     DeviceProfile,
     Done,
@@ -40,19 +40,10 @@ from hybridsr.protocol import (
 )
 from hybridsr.protocol.images import CODECS, LOSSY_BY_QUALITY, Codec
 from hybridsr.server.backends import SRTile
-from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
 from hybridsr.server.models import JobCancelled
-from hybridsr.server.planner import (
-    Costs,
-    JobShape,
-    Prediction,
-    choose_codec,
-    choose_scale,
-    choose_steps,
-    to_specs,
-    with_codec,
-)
+from hybridsr.server.planner import Prediction, choose_codec, to_specs
+from hybridsr.server.quote import job_costs, settle, sr_ahead
 from hybridsr.server.validation import JobRequest
 
 log = logging.getLogger(__name__)
@@ -168,43 +159,12 @@ class EdgeJob:
 
             return report
 
-        # 0. What the planner knows: measured costs, this device, this link, the edge's load.
-        costs = Costs(edge.costs, DeviceCosts.from_client(self.device, req.stats),
-                      LinkCosts.from_client(req.stats))
-        def sr_ahead() -> int | None:
-            """Tiles ahead of ours when the backend batches across jobs (else None)."""
-            load = edge.backend.load()
-            return load.sr_tiles_waiting + load.sr_tiles_running if load.sr_shared else None
-
-        def shape_for(scale: int) -> JobShape:
-            lr_w, lr_h = req.lr_width * req.scale // scale, req.lr_height * req.scale // scale
-            if req.policy == "direct-hr":  # one tile, no SR: the T2I output is the final image
-                tiles = [Tile(0, 0, 0, lr_w, lr_h)]
-            else:
-                tiles = tile_grid(lr_w, lr_h, cfg.tile, cfg.overlap)
-            shape = JobShape(
-                kind=req.kind, lr_width=lr_w, lr_height=lr_h, scale=scale, steps=req.steps,
-                tiles=tiles, sr_batch=cfg.sr_batch, sr_load=edge.in_phase["sr"],
-                light_load=edge.in_phase["light"], queue_wait_s=edge.queue_wait(),
-                sr_tiles_ahead=sr_ahead(), light_batch=edge.backend.light_batch,
-            )
-            return with_codec(shape, self.codec.name, edge.codecs.get(self.codec.name))
-
-        if req.kind == "generate" and not req.scale_given and req.policy != "direct-hr":
-            width, height = req.lr_width * req.scale, req.lr_height * req.scale
-            # The planner's searches run in a thread: big images mean thousands of tiles,
-            # and the event loop serves every other session meanwhile.
-            scale = await asyncio.to_thread(
-                choose_scale, width, height, edge.preset.scales, edge.preset.size_multiple,
-                shape_for, costs, req.latency_budget_s, req.policy)
-            req.lr_width, req.lr_height, req.scale = width // scale, height // scale, scale
-        shape = shape_for(req.scale)
+        # 0. What the planner knows (measured costs, this device, this link, the edge's load),
+        #    and what it chooses before the LR image exists: the scale and the steps.
+        costs = job_costs(edge, self.device, req.stats)
+        shape = await settle(req, edge, costs, self.codec.name)
         tiles = list(shape.tiles)
         threshold = req.threshold if req.threshold is not None else cfg.threshold
-        if req.kind == "generate" and not req.steps_given:
-            shape.steps = await asyncio.to_thread(
-                choose_steps, shape, costs, req.latency_budget_s, req.steps,
-                edge.preset.max_t2i_steps, 0.5, req.policy)
 
         # 1. The LR image.
         if req.lr_image is None:
@@ -222,7 +182,7 @@ class EdgeJob:
         t0 = time.perf_counter()
         shape.queue_wait_s = 0.0  # from here on we are running
         shape.sr_load, shape.light_load = edge.in_phase["sr"], edge.in_phase["light"]
-        shape.sr_tiles_ahead = sr_ahead()
+        shape.sr_tiles_ahead = sr_ahead(edge)
 
         def decide():
             scores = [float(x) for x in tile_scores(lr, tiles)] if len(tiles) > 1 else [1.0]

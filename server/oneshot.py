@@ -1,4 +1,5 @@
-"""`POST /v1/generate`: the edge composes the full image for thin clients that run no SR.
+"""`POST /v1/generate`: the edge composes the full image for thin clients that run no SR;
+`POST /v1/quote`: what the edge would do with a job now (JSON in, JSON out).
 
 The job runs exactly as over a WebSocket, except that the device's tiles are done here with
 the same light SR the SDK uses (Real-ESRGAN compact, else Lanczos) and the edge stitches.
@@ -25,12 +26,14 @@ from hybridsr.protocol import (
     Generate,
     Plan,
     ProtocolError,
+    Quote,
     TileResult,
     decode_image,
 )
 from hybridsr.protocol.codec import summarize
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
+from hybridsr.server.quote import quote
 from hybridsr.server.validation import validate_generate
 
 _STATUS = {
@@ -46,25 +49,43 @@ def _error(code: ErrorCode, message: str, retry_after_s: float | None = None) ->
     )
 
 
-async def handle_generate(request: web.Request) -> web.Response:
-    edge: Edge = request.app[EDGE_KEY]
+async def _json_message(request: web.Request, model: type[Generate] | type[Quote]):
+    """The body as a validated message of `model`, or the error response to send."""
     if request.content_length and request.content_length > 64 * 1024:
         return _error(ErrorCode.FRAME_TOO_LARGE, "request body over 64 KiB")
+    kind = model.model_fields["type"].default
     try:
         body = json.loads(await request.read())
         if not isinstance(body, dict):
             return _error(ErrorCode.INVALID_MESSAGE, "the body must be a JSON object")
         body.setdefault("job_id", f"http-{uuid.uuid4().hex[:12]}")
-        asked = Generate.model_validate({**body, "type": "generate"})
+        return model.model_validate({**body, "type": kind})
+    except ValidationError as exc:
+        return _error(ErrorCode.INVALID_MESSAGE, summarize(exc, kind))
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        return _error(ErrorCode.INVALID_MESSAGE, f"not JSON: {exc}")
+
+
+async def handle_quote(request: web.Request) -> web.Response:
+    """The planner's quote; a refusal it predicts is in the reply (HTTP 200), not an error."""
+    message = await _json_message(request, Quote)
+    if isinstance(message, web.Response):
+        return message
+    reply = await quote(message, request.app[EDGE_KEY], None, request.remote or "unknown")
+    return web.json_response(reply.model_dump(mode="json"))
+
+
+async def handle_generate(request: web.Request) -> web.Response:
+    edge: Edge = request.app[EDGE_KEY]
+    asked = await _json_message(request, Generate)
+    if isinstance(asked, web.Response):
+        return asked
+    try:
         # Any size within the limits: generated at the nearest supported one, then cropped.
         width, height, scale, note = generate_size(asked.width, asked.height, asked.scale,
                                                    asked.policy, edge.limits)
         message = asked.model_copy(update={"width": width, "height": height, "scale": scale})
         job_request = validate_generate(message, edge.limits, edge.preset)
-    except ValidationError as exc:
-        return _error(ErrorCode.INVALID_MESSAGE, summarize(exc, "generate"))
-    except ValueError as exc:  # JSONDecodeError is a ValueError
-        return _error(ErrorCode.INVALID_MESSAGE, f"not JSON: {exc}")
     except ProtocolError as exc:
         return _error(exc.code, exc.message)
     try:

@@ -348,15 +348,19 @@ def choose_scale(width: int, height: int, scales: Sequence[int], multiple: int,
     return valid[-1]
 
 
-def _rough_total(shape: JobShape, costs: Costs, policy: str, fg_share: float) -> float:
-    """Predicted latency before the LR image exists: `fg_share` of the tiles foreground.
+def estimate(shape: JobShape, costs: Costs, policy: str, fg_share: float = 0.5) -> Prediction:
+    """The prediction before the LR image exists: `fg_share` of the tiles foreground.
 
     Hybrid is predicted as split-device, which it never exceeds: cheap, and on the safe side.
     """
     n = len(shape.tiles)
     guess = [0.0 if i >= round(fg_share * n) else 1.0 for i in range(n)]
     quick = "split-device" if policy == "hybrid" else policy
-    return predict(shape, costs, place(quick, guess, 0.5, shape, costs)).total
+    return predict(shape, costs, place(quick, guess, 0.5, shape, costs))
+
+
+def _rough_total(shape: JobShape, costs: Costs, policy: str, fg_share: float) -> float:
+    return estimate(shape, costs, policy, fg_share).total
 
 
 def to_specs(tiles: Sequence[Tile], scores: Sequence[float],

@@ -61,6 +61,15 @@ class RateLimiter:
         self._remember(key, tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def peek(self, key: str) -> float:
+        """What `acquire` would return now, taking nothing."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _remember(self, key: str, tokens: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self.max_clients:
             # Forget the longest-idle client rather than grow without bound.

@@ -27,12 +27,14 @@ from hybridsr.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    Quote,
     Welcome,
     decode,
     encode,
 )
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
+from hybridsr.server.quote import quote
 from hybridsr.server.validation import validate_enhance, validate_generate
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class Session:
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send `hello` first")
         if isinstance(message, (Generate, Enhance)):
             await self.start_job(message)
+        elif isinstance(message, Quote):
+            await self.send(await quote(message, self.edge, self.device, self.client_key))
         elif isinstance(message, Ping):
             await self.send(Pong(nonce=message.nonce, padding=bytes(message.reply_bytes)))
         elif isinstance(message, Cancel):

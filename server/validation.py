@@ -14,6 +14,7 @@ from hybridsr.protocol import (
     ErrorCode,
     Generate,
     ProtocolError,
+    Quote,
     decode_image,
 )
 from hybridsr.server.presets import Preset
@@ -110,6 +111,41 @@ def validate_generate(msg: Generate, limits: EdgeLimits, preset: Preset) -> JobR
         steps_given=msg.steps is not None,
         scale_given=msg.scale is not None,
         latency_budget_s=msg.latency_budget_s, top_k=msg.top_k, stats=msg.stats,
+    )
+
+
+def _check_enhance_size(width: int, height: int, scale: int, limits: EdgeLimits) -> None:
+    if not (0 < width and 0 < height):
+        raise ProtocolError(ErrorCode.BAD_SIZE, f"image size {width}x{height} is empty")
+    if width * scale > limits.max_width or height * scale > limits.max_height:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"{width}x{height} at scale {scale} exceeds the output limit "
+            f"{limits.max_width}x{limits.max_height}",
+        )
+    if width * height > limits.max_image_pixels:
+        raise ProtocolError(ErrorCode.IMAGE_TOO_LARGE, f"{width}x{height} is over the "
+                            f"{limits.max_image_pixels}-pixel input limit")
+
+
+def validate_quote(msg: Quote, limits: EdgeLimits, preset: Preset) -> JobRequest:
+    """The job a quote asks about, checked as its submission would be (no image yet)."""
+    if msg.kind == "generate":
+        return validate_generate(Generate(
+            job_id=msg.job_id, prompt="", width=msg.width, height=msg.height,
+            policy=msg.policy, steps=msg.steps, scale=msg.scale,
+            latency_budget_s=msg.latency_budget_s, stats=msg.stats), limits, preset)
+    probe = Generate(job_id=msg.job_id, prompt="", width=1, height=1, policy=msg.policy,
+                     scale=msg.scale)
+    if msg.policy == "direct-hr":
+        raise ProtocolError(ErrorCode.UNKNOWN_POLICY, "direct-hr is for generate only")
+    scale = _check_common(probe, limits, preset)
+    _check_enhance_size(msg.width, msg.height, scale, limits)
+    return JobRequest(
+        job_id=msg.job_id, kind="enhance", prompt="", negative_prompt="",
+        lr_width=msg.width, lr_height=msg.height, scale=scale, steps=0, seed=None,
+        policy=msg.policy, threshold=None, image_format="png", steps_given=True,
+        latency_budget_s=msg.latency_budget_s, stats=msg.stats,
     )
 
 

@@ -108,9 +108,8 @@ async def test_restarted_edge_has_lost_the_job_and_the_device_finishes_it(edge_p
                 env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL))
 
-    # The restart takes 10-20 s on a loaded 2-core machine: the promise must not run out
-    # first (this test is about the lost job, not a late edge).
-    timeouts = StageTimeouts(accept=10, plan=60, tiles=10, resume=90.0, promise_slack=90.0)
+    # The promise must not run out first: a restart under CPU load can take a minute.
+    timeouts = StageTimeouts(accept=10, plan=60, tiles=10, resume=90.0, promise_slack=300)
     try:
         async with AsyncHybridClient(url, benchmark=False, timeouts=timeouts) as client:
             result = await client.generate("amnesia", width=512, height=512, seed=6,

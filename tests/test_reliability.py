@@ -106,7 +106,8 @@ def test_http_endpoints_need_the_token_but_healthz_does_not(secure_edge):
 
 
 async def test_rate_limit_then_client_backs_off_and_succeeds():
-    with BackgroundEdge(_config(rate_per_s=4.0, rate_burst=1)) as edge:
+    # 1 job/s: the first job (well under 1 s, even on a loaded machine) leaves no token.
+    with BackgroundEdge(_config(rate_per_s=1.0, rate_burst=1)) as edge:
         async with AsyncHybridClient(edge.url, benchmark=False, retries=0) as impatient:
             await impatient.generate("one", width=128, height=128)
             with pytest.raises(EdgeRefused) as info:

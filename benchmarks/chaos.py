@@ -1,0 +1,242 @@
+"""Chaos: many devices, several edge processes on loopback killed and restarted under them.
+
+    python benchmarks/chaos.py --edges 3 --clients 16 --jobs 5 --json chaos.json
+
+Edges are `hybridsr-edge serve --preset tiny` subprocesses on 127.0.0.1. On a random
+schedule (seeded: `--seed`) one edge is stopped by pid, with SIGKILL or with SIGTERM (which
+drains: running jobs finish, new ones are refused), and started again on the same port after
+a pause; an edge is only stopped while another one is up, so at least one is up at any
+time. Every device runs `--jobs` jobs one after another with `AsyncHybridClient(edges=...)`.
+
+Each job ends as one of: done (an image of the right size; `degraded` and `moved` ones
+included, counted again under those), failed (a `HybridSRError`), or lost (no image and no
+SDK error within `--job-timeout`, or any other exception: a bug). Goal: 0 lost, at most 5%
+failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybridsr.protocol import DeviceProfile
+from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts
+
+
+@dataclass
+class Tally:
+    done: int = 0
+    degraded: int = 0
+    moved: int = 0
+    failed: int = 0
+    lost: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        key = text[:120]
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EdgeProcess:
+    """One edge daemon on a fixed port, stopped and started by pid."""
+
+    def __init__(self, port: int, logs: Path) -> None:
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}"
+        self.logs = logs
+        self.proc: subprocess.Popen | None = None
+        self.up = False  # serving new jobs (not starting, not draining, not dead)
+        self.starts = 0
+
+    def spawn(self) -> None:
+        self.starts += 1
+        log = open(self.logs / f"edge-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hybridsr.server", "serve", "--port", str(self.port),
+             "--preset", "tiny", "--rate", "0", "--drain-timeout", "10",
+             "--log-level", "WARNING"],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+
+    async def start(self) -> None:
+        self.spawn()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self._healthy):
+                self.up = True
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"edge on {self.port} exited; see {self.logs}")
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"edge on {self.port} did not start")
+
+    def _healthy(self) -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    async def stop(self, how: str) -> None:
+        assert self.proc is not None
+        self.up = False
+        self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        await asyncio.to_thread(self.proc.wait)
+
+    def kill_now(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def chaos(edges: list[EdgeProcess], rng: random.Random, gap_s: float, pause_s: float,
+                tally: Tally, stop: asyncio.Event, t0: float) -> None:
+    """Stop a random edge (kill -9 or SIGTERM) while another is up; restart it later."""
+    restarts: set[asyncio.Task] = set()
+
+    async def cycle(edge: EdgeProcess, how: str) -> None:
+        await edge.stop(how)
+        await asyncio.sleep(rng.uniform(0.5, pause_s))
+        await edge.start()
+        tally.events.append(f"{time.monotonic() - t0:6.1f}s {edge.port} up again")
+
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), rng.expovariate(1 / gap_s))
+            break
+        except asyncio.TimeoutError:
+            pass
+        up = [e for e in edges if e.up]
+        if len(up) < 2:
+            continue  # stopping one now could leave none up
+        edge, how = rng.choice(up), rng.choice(("kill", "term"))
+        tally.events.append(f"{time.monotonic() - t0:6.1f}s {edge.port} {how}")
+        task = asyncio.create_task(cycle(edge, how))
+        restarts.add(task)
+        task.add_done_callback(restarts.discard)
+        await asyncio.sleep(0)  # `up` is False from here on
+    await asyncio.gather(*restarts, return_exceptions=True)
+
+
+async def device(index: int, urls: list[str], args: argparse.Namespace, tally: Tally) -> None:
+    timeouts = StageTimeouts(accept=10, plan=60, tiles=20, resume=5, failover=2)
+    profile = DeviceProfile(cores=2, memory_total_mb=4096, memory_available_mb=2048,
+                            sr_backend=args.device_sr)
+    async with AsyncHybridClient(edges=urls, selection=args.select, device_sr=args.device_sr,
+                                 profile=profile, timeouts=timeouts, retries=6) as client:
+        for job in range(args.jobs):
+            t = time.perf_counter()
+            try:
+                async with asyncio.timeout(args.job_timeout):
+                    result = await client.generate(
+                        f"device {index} job {job}", width=args.size, height=args.size,
+                        seed=index * 100 + job, policy=args.policy)
+            except HybridSRError as exc:
+                tally.failed += 1
+                tally.error(f"{type(exc).__name__}: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 (a timeout or a bug: the job is lost)
+                tally.lost += 1
+                tally.error(f"LOST {type(exc).__name__}: {exc}")
+                continue
+            if result.image.size != (args.size, args.size):
+                tally.lost += 1
+                tally.error(f"LOST wrong size {result.image.size}")
+                continue
+            tally.done += 1
+            tally.degraded += result.degraded
+            tally.moved += result.moved
+            tally.latencies.append(time.perf_counter() - t)
+            if result.moved or result.degraded:
+                tally.error(f"note: {'; '.join(result.moves)}"[:120])
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    logs = Path(tempfile.mkdtemp(prefix="hybridsr-chaos-"))
+    edges = [EdgeProcess(_free_port(), logs) for _ in range(args.edges)]
+    tally = Tally()
+    try:
+        await asyncio.gather(*(e.start() for e in edges))
+        rng = random.Random(args.seed)
+        stop = asyncio.Event()
+        t0 = time.monotonic()
+        monkey = asyncio.create_task(chaos(edges, rng, args.gap, args.pause, tally, stop, t0))
+        await asyncio.gather(*(device(i, [e.url for e in edges], args, tally)
+                               for i in range(args.clients)))
+        wall = time.monotonic() - t0
+        stop.set()
+        await monkey
+    finally:
+        for edge in edges:
+            edge.kill_now()
+    lat = sorted(tally.latencies)
+    q = statistics.quantiles(lat, n=20) if len(lat) >= 2 else lat * 19 or [0.0] * 19
+    total = args.clients * args.jobs
+    return {
+        "done": tally.done, "degraded": tally.degraded, "moved": tally.moved,
+        "failed": tally.failed, "lost": tally.lost, "jobs": total,
+        "p50_s": round(statistics.median(lat), 3) if lat else None,
+        "p95_s": round(q[18], 3) if lat else None,
+        "wall_s": round(wall, 1),
+        "stops": sum(1 for e in tally.events if e.endswith(("kill", "term"))),
+        "events": tally.events, "errors": tally.errors, "logs": str(logs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edges", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=5, help="jobs per client, one at a time")
+    parser.add_argument("--size", type=int, default=512, help="output width and height")
+    parser.add_argument("--policy", default="hybrid")
+    parser.add_argument("--select", default="fastest")
+    parser.add_argument("--device-sr", default="lanczos")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gap", type=float, default=4.0, help="mean seconds between stops")
+    parser.add_argument("--pause", type=float, default=3.0, help="most seconds an edge stays "
+                        "stopped before its restart begins")
+    parser.add_argument("--job-timeout", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    args = parser.parse_args()
+    if args.edges < 2:
+        parser.error("--edges must be at least 2 (one stays up while another is stopped)")
+    report = asyncio.run(main_async(args))
+    print(f"command: python benchmarks/chaos.py {' '.join(sys.argv[1:])}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    for line in report["events"]:
+        print(f"  {line}")
+    for text, n in sorted(report["errors"].items(), key=lambda kv: -kv[1]):
+        print(f"  {n:3d} × {text}")
+    print(" ".join(f"{k}={report[k]}" for k in ("jobs", "done", "degraded", "moved", "failed",
+                                                "lost", "p50_s", "p95_s", "wall_s", "stops")))
+    if args.json:
+        keys = ("done", "degraded", "moved", "failed", "lost", "p50_s", "p95_s")
+        args.json.write_text(json.dumps({k: report[k] for k in keys}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
