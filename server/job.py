@@ -131,7 +131,8 @@ class EdgeJob:
             )
         except ProtocolError as exc:
             outcome = exc.code.value
-            await self.send(Error(job_id=job_id, code=exc.code.value, message=exc.message))
+            await self.send(Error(job_id=job_id, code=exc.code.value, message=exc.message,
+                                  retry_after_s=exc.retry_after_s))
         except Exception as exc:
             log.exception("job %s failed", job_id, extra={"job_id": job_id})
             await self.send(

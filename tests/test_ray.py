@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import edge_config
 
-from hybridsr.sdk import AsyncHybridClient, StageTimeouts
+from hybridsr.sdk import AsyncHybridClient, EdgeRefused, StageTimeouts
 from hybridsr.server import BackgroundEdge
 from hybridsr.server.backends import SRTile
 from hybridsr.server.models import JobCancelled
@@ -115,6 +115,49 @@ def test_front_doors_share_the_replicas_of_a_deployed_app(ray_edge):
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert _backend(door).owns_app is False  # closing the second door left the app running
     assert _health(ray_edge)["backend"]["replicas"] >= 1
+
+
+def test_serve_backpressure_is_busy_with_a_retry_hint(ray_cluster):
+    """A deployment that takes one call and queues one more: Serve refuses the surplus T2I
+    calls (`BackPressureError`), their clients get `busy` with a retry hint, the admitted
+    jobs finish and the edge keeps serving."""
+    from ray import serve
+
+    from hybridsr.server.backends.ray import app_spec
+    from hybridsr.server.backends.ray_deployments import build_app
+
+    spec = app_spec(edge_config(replica_cpus=0), gpus=False)
+    serve.run(build_app({**spec, "max_ongoing": 1, "max_queued": 1}), name="hybridsr-tight",
+              route_prefix=None)
+    try:
+        with BackgroundEdge(edge_config(backend="ray", ray_app="hybridsr-tight",
+                                        profile_on_start=False)) as door:
+            outcomes = asyncio.run(_burst(door, 4))
+            after = asyncio.run(_burst(door, 1))[0]  # the edge keeps serving
+            health = _health(door)
+    finally:
+        serve.delete("hybridsr-tight", _blocking=False)
+    refused = [o for o in outcomes if isinstance(o, EdgeRefused)]
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(refused) + len(done) == len(outcomes), outcomes
+    assert refused and done, outcomes
+    for exc in refused:  # Serve's refusal, not the edge's own admission (max_jobs)
+        assert exc.code == "busy" and "replicas" in exc.message, exc
+        assert exc.retry_after_s and exc.retry_after_s > 0
+    for r in done + [after]:
+        assert not r.degraded and r.image.size == (256, 256)
+    assert health["backend"]["inflight"] == {"t2i": 0, "sr": 0, "light": 0}
+
+
+async def _burst(edge, n: int) -> list:
+    """`n` simultaneous jobs from `n` clients; each holds the replica for its whole T2I."""
+
+    async def job(i: int):
+        async with AsyncHybridClient(edge.url, benchmark=False) as client:
+            return await client.generate(f"crowd {i}", width=256, height=256, seed=i,
+                                         steps=8, policy="direct-hr")
+
+    return await asyncio.gather(*(job(i) for i in range(n)), return_exceptions=True)
 
 
 async def _kill_a_busy_replica_during_jobs(edge) -> None:

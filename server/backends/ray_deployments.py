@@ -175,8 +175,9 @@ def deployment_options(spec: dict) -> dict:
         actor["num_gpus"] = 1
     options: dict[str, Any] = dict(
         ray_actor_options=actor,
-        # a full SR batch, plus a T2I stream and light-SR calls beside it
-        max_ongoing_requests=2 * sr_batch + 4,
+        # a full SR batch, plus a T2I stream and light-SR calls beside it (`max_ongoing`
+        # overrides it: a Serve config file's operator, or a test of backpressure)
+        max_ongoing_requests=int(spec.get("max_ongoing") or 2 * sr_batch + 4),
         max_queued_requests=int(spec.get("max_queued", 256)),
         health_check_period_s=float(spec.get("health_check_period_s", 2.0)),
         graceful_shutdown_timeout_s=5.0,
@@ -193,7 +194,7 @@ def deployment_options(spec: dict) -> dict:
 
 
 SCALING_KEYS = ("replicas", "min_replicas", "max_replicas", "replica_cpus", "gpus", "max_queued",
-                "health_check_period_s")
+                "max_ongoing", "health_check_period_s")
 
 
 def build_app(spec: dict):
