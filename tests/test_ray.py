@@ -217,3 +217,33 @@ def test_without_ray_installed_the_error_says_how_to_get_it():
     assert proc.returncode == 1
     assert "pip install 'hybridsr[cluster]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_autoscaling_flags_reach_the_running_deployment(ray_cluster):
+    """`--min-replicas/--max-replicas` as Serve applied them, read back from its controller."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from hybridsr.server.backends.ray import deploy
+    from hybridsr.server.backends.ray_deployments import DEPLOYMENT
+    from hybridsr.server.cli import build_parser
+    from hybridsr.server.config import EdgeConfig
+
+    args = build_parser().parse_args(["deploy", "--ray-app", "hybridsr-scale", "--replica-cpus",
+                                      "0", "--min-replicas", "1", "--max-replicas", "3"])
+    config = EdgeConfig(**{k: v for k, v in vars(args).items()
+                           if k in EdgeConfig.__dataclass_fields__})
+    deploy(config, "hybridsr-scale", wait=False)
+    try:
+        for _ in range(100):
+            apps = _get_global_client().get_serve_details()["applications"]
+            deployment = apps.get("hybridsr-scale", {}).get("deployments", {}).get(DEPLOYMENT)
+            if deployment:
+                break
+            time.sleep(0.1)
+    finally:
+        serve.delete("hybridsr-scale", _blocking=False)
+    applied = deployment["deployment_config"]
+    scaling = applied["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 3)
+    assert scaling["initial_replicas"] == 1 and applied["ray_actor_options"]["num_cpus"] == 0
