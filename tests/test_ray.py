@@ -247,3 +247,35 @@ def test_autoscaling_flags_reach_the_running_deployment(ray_cluster):
     scaling = applied["autoscaling_config"]
     assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 3)
     assert scaling["initial_replicas"] == 1 and applied["ray_actor_options"]["num_cpus"] == 0
+
+
+def test_the_documented_serve_config_runs_and_a_front_door_attaches(ray_cluster):
+    """deploy/serve-config.yaml, deployed as `serve deploy` does (Serve's own schema and
+    controller), gives the app a `serve --backend ray --ray-app hybridsr` door serves from."""
+    import yaml
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    path = os.path.join(os.path.dirname(__file__), "..", "deploy", "serve-config.yaml")
+    with open(path) as f:
+        schema = ServeDeploySchema.parse_obj(yaml.safe_load(f))
+    (app,) = schema.applications
+    _get_global_client().deploy_apps(schema, _blocking=True)
+    try:
+        with BackgroundEdge(edge_config(backend="ray", ray_app=app.name,
+                                        profile_on_start=False)) as door:
+            result = asyncio.run(_one_job(door))
+            health = _health(door)
+    finally:
+        from ray import serve
+
+        serve.delete(app.name, _blocking=False)
+    assert health["backend"]["app"] == app.name
+    assert health["backend"]["replicas"] == app.args["replicas"]
+    assert not result.degraded and set(result.destinations.values()) == {"edge"}
+
+
+async def _one_job(edge):
+    async with AsyncHybridClient(edge.url, benchmark=False) as client:
+        return await client.generate("from the config", width=128, height=128, seed=5,
+                                     policy="edge-diffusion-all")
