@@ -93,8 +93,11 @@ def test_killed_replica_loses_no_job(ray_edge):
 
     backend = _backend(ray_edge)
     scaled = dataclasses.replace(ray_edge.config, replicas=2)
+    first = _on_edge_loop(ray_edge, _replica_pids(backend))
     deploy(scaled, backend.app_name)  # scale the session's app to 2 replicas in place
     try:
+        pids = _on_edge_loop(ray_edge, _replica_pids(backend))
+        assert len(pids) == 2 and first <= pids  # one added; the loaded one kept its models
         asyncio.run(_kill_a_busy_replica_during_jobs(ray_edge))
     finally:  # back to one replica, without waiting for the extra one to stop
         deploy(ray_edge.config, backend.app_name, wait=False)
@@ -191,6 +194,11 @@ async def _kill_a_busy_replica_during_jobs(edge) -> None:
         assert _health(edge)["backend"]["retries"] >= 1
         after = await job(9)  # the edge keeps serving
         assert not after.degraded and after.image.size == (512, 512)
+
+
+async def _replica_pids(backend) -> set[int]:
+    replies = await backend.handle.broadcast("stats").results_async()
+    return {r["pid"] for r in replies}
 
 
 async def _on_edge_loop_async(edge, coro):

@@ -13,6 +13,8 @@ cost model learns from the replicas, not from its own view of queueing and trans
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import threading
 import time
@@ -200,9 +202,24 @@ SCALING_KEYS = ("replicas", "min_replicas", "max_replicas", "replica_cpus", "gpu
 def build_app(spec: dict):
     """The Serve application for `spec` (a Serve config file's `args`: see README).
 
-    Replicas get only what builds their models, so a change of scale alone is applied in
-    place by Serve (replicas added or removed), not by replacing every replica.
+    Replicas get only what builds their models, and the deployment's version names those
+    (and our code's version), so a change of scale alone is applied in place by Serve
+    (replicas added or removed). Without a version, every `serve.run` gets a random one
+    and replaces all replicas, models and all.
     """
     deployment = serve.deployment(EdgeModels, name=DEPLOYMENT)
     model_spec = {k: v for k, v in spec.items() if k not in SCALING_KEYS}
-    return deployment.options(**deployment_options(spec)).bind(model_spec)
+    # `version` is internal to Serve's Python API since 2.x (its configs derive their own)
+    return deployment.options(version=_model_version(model_spec), _internal=True,
+                              **deployment_options(spec)).bind(model_spec)
+
+
+def _model_version(model_spec: dict) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("hybridsr")
+    except PackageNotFoundError:  # run from a source tree
+        ours = "source"
+    text = json.dumps([ours, model_spec], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
