@@ -83,7 +83,7 @@ async def _generate(client: AsyncHybridClient, prompt: str, seed: int, **kw):
 
 
 async def test_concurrent_jobs_share_calls_and_a_tile_keeps_its_pixels(shared):
-    async with AsyncHybridClient(shared.url, benchmark=False) as client:
+    async with AsyncHybridClient(shared.url, benchmark=False, tile_quality="lossless") as client:
         before = _scrape(shared)
         alone = await _generate(client, "a lighthouse", 3)
         middle = _scrape(shared)

@@ -270,7 +270,7 @@ async def test_after_the_plan_the_missing_tiles_go_to_another_edge(three, doomed
     # A slow device (5 ms per LR pixel, a Pi-class SR): the second edge is sooner.
     slow = PROFILE.model_copy(update={"sr_ms_per_lr_pixel": 5.0})
     async with AsyncHybridClient(edges=[first, b.url], selection="first-available",
-                                 profile=slow, timeouts=QUICK) as client:
+                                 profile=slow, timeouts=QUICK, tile_quality="lossless") as client:
         result = await client.generate("rescued", width=256, height=256, seed=5,
                                        policy="edge-diffusion-all",
                                        on_progress=kill_when_planned)
@@ -279,7 +279,7 @@ async def test_after_the_plan_the_missing_tiles_go_to_another_edge(three, doomed
     assert f"enhanced on {b.url}" in result.degraded_reason
     assert set(result.destinations.values()) == {"edge"}  # no tile fell back to light SR
     # Each rescued tile is the tile the first edge would have sent: same crop, same seed.
-    async with _client(b.url) as client:
+    async with _client(b.url, tile_quality="lossless") as client:  # pixels compared below
         whole = await client.generate("rescued", width=256, height=256, seed=5,
                                       policy="edge-diffusion-all")
     diff = np.abs(np.asarray(whole.image, dtype=int) - np.asarray(result.image, dtype=int))

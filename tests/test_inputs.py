@@ -29,7 +29,9 @@ def rect(photo) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def client(edge):
-    with HybridClient(edge.url, device_sr="lanczos", benchmark=False) as c:
+    # Lossless tiles: the tests compare pixels across jobs, and the planner may pick JPEG.
+    with HybridClient(edge.url, device_sr="lanczos", benchmark=False,
+                      tile_quality="lossless") as c:
         yield c
 
 
@@ -100,7 +102,8 @@ def test_alpha_is_upscaled_on_the_device_and_reattached(edge, tmp_path, rect):
     alpha[8:40, 12:52] = 255
     alpha[20:28, 24:40] = 128
     path = _write(tmp_path, "rgba.png", _png(Image.fromarray(np.dstack([rect, alpha]))))
-    with HybridClient(edge.url, benchmark=False) as client:  # Real-ESRGAN on the device
+    with HybridClient(edge.url, benchmark=False,  # Real-ESRGAN on the device
+                      tile_quality="lossless") as client:
         result = client.enhance(path, policy=POLICY)
         plain = client.enhance(rect, policy=POLICY)
     sr_alpha = create_backend("auto").upscale(np.dstack([alpha] * 3), 4).mean(axis=2)
