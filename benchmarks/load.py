@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -36,6 +38,26 @@ class Tally:
     lost: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+
+    async def measure(self, job: Awaitable[Any], timeout: float) -> None:
+        """Run one job and count how it ended: done, degraded, failed (a clear SDK error)
+        or lost (neither an image nor a clear error)."""
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(job, timeout)
+        except HybridSRError as exc:
+            self.failed += 1
+            key = getattr(exc, "code", type(exc).__name__)
+            self.errors[key] = self.errors.get(key, 0) + 1
+            return
+        except Exception:
+            self.lost += 1
+            return
+        self.latencies.append(time.perf_counter() - t0)
+        if result.degraded:
+            self.degraded += 1
+        else:
+            self.completed += 1
 
 
 def _free_port() -> int:
@@ -78,24 +100,8 @@ async def one_client(url: str, jobs: int, size: int, seed: int, tally: Tally,
     try:
         for j in range(jobs):
             tally.submitted += 1
-            t0 = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(
-                    client.generate(f"load {seed} {j}", width=size, height=size,
-                                    seed=seed * 100 + j), timeout)
-            except HybridSRError as exc:
-                tally.failed += 1
-                key = getattr(exc, "code", type(exc).__name__)
-                tally.errors[key] = tally.errors.get(key, 0) + 1
-                continue
-            except Exception:  # neither an image nor a clear error: lost
-                tally.lost += 1
-                continue
-            tally.latencies.append(time.perf_counter() - t0)
-            if result.degraded:
-                tally.degraded += 1
-            else:
-                tally.completed += 1
+            await tally.measure(client.generate(f"load {seed} {j}", width=size, height=size,
+                                                seed=seed * 100 + j), timeout)
     finally:
         await client.close()
 

@@ -33,14 +33,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import simulate as sim  # noqa: E402
+from load import Tally  # noqa: E402
 
-from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts  # noqa: E402
+from hybridsr.sdk import AsyncHybridClient, StageTimeouts  # noqa: E402
 
 H200_RESULTS = Path(__file__).resolve().parent / "results" / "h200-arch-sd-turbo-2048.json"
 # (backend, replicas, batching) of the real runs: local with cross-job batching off and on;
@@ -64,16 +65,6 @@ class RealSettings:
     sr_batch: int = 8
     wait_ms: float = 5.0
     timeout: float = 300.0  # per job
-
-
-@dataclass
-class Tally:
-    completed: int = 0
-    degraded: int = 0
-    failed: int = 0
-    lost: int = 0
-    latencies: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def edge_command(backend: str, replicas: int, batching: bool, port: int,
@@ -137,24 +128,9 @@ async def _device(url: str, index: int, s: RealSettings, tally: Tally) -> None:
     try:
         await client.connect()
         for j in range(s.jobs):
-            t0 = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(
-                    client.generate(f"device {index} job {j}", width=s.size, height=s.size,
-                                    seed=index * 1000 + j, policy=s.policy), s.timeout)
-            except HybridSRError as exc:
-                tally.failed += 1
-                key = getattr(exc, "code", type(exc).__name__)
-                tally.errors[key] = tally.errors.get(key, 0) + 1
-                continue
-            except Exception:  # neither an image nor a clear error
-                tally.lost += 1
-                continue
-            tally.latencies.append(time.perf_counter() - t0)
-            if result.degraded:
-                tally.degraded += 1
-            else:
-                tally.completed += 1
+            await tally.measure(
+                client.generate(f"device {index} job {j}", width=s.size, height=s.size,
+                                seed=index * 1000 + j, policy=s.policy), s.timeout)
     finally:
         await client.close()
 

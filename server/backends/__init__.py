@@ -9,15 +9,17 @@ the pipelines in this process, one worker thread each; `ray` runs them in Ray Se
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from hybridsr.server.costs import EdgeCosts
 
 StepCallback = Callable[[int, int], None]  # (step done, total); called from any thread
+T = TypeVar("T")
 SRCallObserver = Callable[[int, int], None]  # (tiles, distinct jobs) of one SR pipeline call
 
 
@@ -115,6 +117,27 @@ class Backend(Protocol):
                              ) -> list[np.ndarray]:
         """Light SR of several crops in one call; `tile_px`: their tiles' pixels in all."""
         ...
+
+
+def timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
+    """Time `fn` inside the worker thread that runs it, so queueing is not counted as
+    compute (the cost model learns from these seconds)."""
+
+    def run() -> tuple[T, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
+
+    return run
+
+
+def pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:
+    """Edge-pad a tile to the model's size factor; callers crop the output back."""
+    h, w = tile.shape[:2]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return tile
+    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="edge")
 
 
 BACKENDS = ("local", "ray")

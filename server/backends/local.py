@@ -23,6 +23,8 @@ from hybridsr.server.backends import (
     SRCallObserver,
     SRTile,
     StepCallback,
+    pad_to_multiple,
+    timed,
 )
 from hybridsr.server.backends.batching import SRBatcher
 from hybridsr.server.config import EdgeConfig
@@ -116,7 +118,7 @@ class LocalBackend:
         if self.t2i is None:  # validation refuses `generate` first; this is the backstop
             raise RuntimeError(f"preset {self.preset.name!r} has no text-to-image model")
         t2i = self.t2i
-        image, seconds = await self.t2i_worker.call(_timed(
+        image, seconds = await self.t2i_worker.call(timed(
             lambda: t2i(prompt, negative_prompt, width, height, steps, seed, on_step, cancelled)
         ))
         if observe:
@@ -129,7 +131,7 @@ class LocalBackend:
     ) -> list[np.ndarray]:
         assert self.sr_batcher is not None
         m = self.preset.size_multiple
-        padded = [_pad_to_multiple(t.image, m) for t in tiles]
+        padded = [pad_to_multiple(t.image, m) for t in tiles]
         out = await self.sr_batcher.submit(tiles, padded, on_step, cancelled, observe)
         return [
             o[: t.image.shape[0] * t.scale, : t.image.shape[1] * t.scale]
@@ -182,16 +184,6 @@ class LocalBackend:
         return images
 
 
-def _timed(fn: Callable[[], T]) -> Callable[[], tuple[T, float]]:
-    """Time `fn` inside the worker thread, so queueing is not counted as compute."""
-
-    def run() -> tuple[T, float]:
-        t0 = time.perf_counter()
-        result = fn()
-        return result, time.perf_counter() - t0
-
-    return run
-
 
 class BusyClock:
     """Seconds a worker has spent computing so far, the call in progress included."""
@@ -215,7 +207,7 @@ class BusyClock:
 
 def _timed_beside(fn: Callable[[], T], mine: BusyClock, other: BusyClock
                   ) -> Callable[[], tuple[T, float, float]]:
-    """Like `_timed`, plus the share of the call during which `other` was computing too."""
+    """Like `timed`, plus the share of the call during which `other` was computing too."""
 
     def run() -> tuple[T, float, float]:
         other0 = other.now()
@@ -231,9 +223,3 @@ def _timed_beside(fn: Callable[[], T], mine: BusyClock, other: BusyClock
     return run
 
 
-def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:
-    h, w = tile.shape[:2]
-    ph, pw = (-h) % m, (-w) % m
-    if ph == 0 and pw == 0:
-        return tile
-    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="edge")

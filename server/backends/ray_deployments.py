@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,24 +25,11 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from hybridsr.server.backends import pad_to_multiple, timed
+
 DEPLOYMENT = "EdgeModels"
 
 
-def _timed(fn: Callable[[], Any]) -> Callable[[], tuple[Any, float]]:
-    def run() -> tuple[Any, float]:
-        t0 = time.perf_counter()
-        result = fn()
-        return result, time.perf_counter() - t0
-
-    return run
-
-
-def _pad_to_multiple(tile: np.ndarray, m: int) -> np.ndarray:
-    h, w = tile.shape[:2]
-    ph, pw = (-h) % m, (-w) % m
-    if ph == 0 and pw == 0:
-        return tile
-    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="edge")
 
 
 class EdgeModels:
@@ -101,7 +87,7 @@ class EdgeModels:
         def on_step(done: int, total: int) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("step", done, total))
 
-        work = asyncio.ensure_future(self._run("t2i", _timed(lambda: self.t2i(
+        work = asyncio.ensure_future(self._run("t2i", timed(lambda: self.t2i(
             prompt, negative_prompt, width, height, steps, seed, on_step, cancelled))))
         try:
             while not work.done() or not events.empty():
@@ -134,7 +120,7 @@ class EdgeModels:
         """
         m = self.preset.size_multiple
         groups: dict[tuple, list[int]] = {}
-        padded = [_pad_to_multiple(it["image"], m) for it in items]
+        padded = [pad_to_multiple(it["image"], m) for it in items]
         for i, (it, p) in enumerate(zip(items, padded, strict=True)):
             job = None if self.cross_job else it["job_id"]  # off: one job's tiles per call
             groups.setdefault((it["scale"], p.shape, job), []).append(i)
@@ -150,7 +136,7 @@ class EdgeModels:
                                [items[i]["seed"] for i in idx])
 
             try:
-                images, seconds = await self._run("sr", _timed(call))
+                images, seconds = await self._run("sr", timed(call))
             except Exception as exc:  # this group's tiles fail, their batch-mates do not
                 for i in idx:
                     out[i] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -164,7 +150,7 @@ class EdgeModels:
         return out
 
     async def light_sr(self, crop: np.ndarray, scale: int) -> tuple[np.ndarray, float]:
-        return await self._run("light", _timed(lambda: self.light.upscale(crop, scale)))
+        return await self._run("light", timed(lambda: self.light.upscale(crop, scale)))
 
 
 def deployment_options(spec: dict) -> dict:
