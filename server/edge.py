@@ -48,8 +48,10 @@ class Edge:
         self.config = config
         self.preset: Preset = get_preset(config.preset, config.t2i_model, config.sr_model)
         self.backend: Backend = create_model_backend(config.backend, config, self.preset)
-        # Light SR for finishing one-shot HTTP jobs here, the thin client's "device" part.
+        # Light SR for finishing one-shot HTTP jobs here, the thin client's "device" part:
+        # made on the first such job (`finishing_light`), not at every start.
         self.light: DeviceSR | None = None
+        self._light_lock = asyncio.Lock()
         self.in_phase = {"sr": 0, "light": 0}  # jobs now using each SR worker
         self.bytes_per_px = DEFAULT_BYTES_PER_PX
         self.codecs = CodecCosts()  # per tile codec: bytes and encode time, from real sends
@@ -185,7 +187,6 @@ class Edge:
         log.info("loading preset %s on %s (%s backend)", self.preset.name,
                  self.config.device, self.backend.name)
         await self.backend.start()
-        self.light = await asyncio.to_thread(create_backend, "auto", self.config.light_threads)
         if self.config.profile_on_start:
             self.profile = await measure_profile(self.backend, self.preset, self.config.tile,
                                                  self.config.sr_batch)
@@ -199,6 +200,14 @@ class Edge:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.backend.close()
+
+    async def finishing_light(self) -> DeviceSR:
+        """The light SR that finishes one-shot HTTP jobs on the edge, loaded once."""
+        async with self._light_lock:
+            if self.light is None:
+                self.light = await asyncio.to_thread(create_backend, "auto",
+                                                     self.config.light_threads)
+        return self.light
 
     def queue_wait(self) -> float:
         """Expected wait before a new job's T2I starts: queue depth times service time."""

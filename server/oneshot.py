@@ -109,8 +109,7 @@ async def handle_generate(request: web.Request) -> web.Response:
     assert plan.lr_image is not None
     lr = decode_image(plan.lr_image)
     edge_tiles = {m.index: decode_image(m.image) for m in received if isinstance(m, TileResult)}
-    assert edge.light is not None
-    light = edge.light
+    light = await edge.finishing_light()
 
     def finish() -> bytes:  # light SR of the remaining tiles and the PNG: off the event loop
         image = cover(compose(lr, plan, edge_tiles, light), asked.width, asked.height)
