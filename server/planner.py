@@ -89,10 +89,14 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     # Each edge worker is shared round-robin with the other jobs using it at the moment.
     sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
     t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
-    lr_codec = shape.lr_px * (shape.encode_s_per_px + shape.decode_s_per_px)
-    plan_sent = shape.queue_wait_s + t2i + (lr_codec if shape.kind == "generate" else 0.0)
-    plan_bytes = shape.lr_px * shape.bytes_per_px if shape.kind == "generate" else 200.0
-    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes)
+    # The LR image is encoded before the plan goes out and decoded on the device before its
+    # SR starts; the edge's SR workers start once the plan is sent.
+    generate = shape.kind == "generate"
+    plan_sent = shape.queue_wait_s + t2i + (shape.lr_px * shape.encode_s_per_px if generate
+                                            else 0.0)
+    plan_bytes = shape.lr_px * shape.bytes_per_px if generate else 200.0
+    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes) \
+        + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
 
     tiles = list(shape.tiles)
     diffusion = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_DIFFUSION]

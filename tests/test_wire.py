@@ -84,6 +84,7 @@ def test_decoding_on_the_device_is_in_the_prediction() -> None:
     costs = Costs(EdgeCosts(spread=0.0), DeviceCosts(), LinkCosts())
     placement = [("edge", "diffusion")] * len(TILES)
     cost = CodecCosts().get("png")
+    cost.decode_s_per_px = 0.0
     free = predict(with_codec(shape, "png", cost), costs, placement)
     cost.decode_s_per_px = 1e-6
     slow = predict(with_codec(shape, "png", cost), costs, placement)

@@ -6,7 +6,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hybridsr.imaging.tiles import Tile, tile_grid
-from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, DeviceCosts, EdgeCosts, LinkCosts
+from hybridsr.server.costs import (
+    DEFAULT_BYTES_PER_PX,
+    CodecCost,
+    CodecCosts,
+    DeviceCosts,
+    EdgeCosts,
+    LinkCosts,
+)
 
 # name: (down Mbit/s, up Mbit/s, RTT ms)
 LINKS: dict[str, tuple[float, float, float]] = {
@@ -18,9 +25,6 @@ def link_costs(name: str) -> LinkCosts:
     down, up, rtt_ms = LINKS[name]
     return LinkCosts(rtt_s=rtt_ms / 1000, down_bytes_per_s=down * 125_000,
                      up_bytes_per_s=up * 125_000)
-
-
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -38,8 +42,13 @@ class Profile:
     sr_batch: int = 4
     threshold: float = 0.5
     fg_share: float = 0.3  # share of tiles with score >= threshold
-    bytes_per_px: float = DEFAULT_BYTES_PER_PX
+    bytes_per_px: float = DEFAULT_BYTES_PER_PX  # of `codec`, when `codecs` is None
     source: str = ""
+    light_batch: int = 1  # edge light-SR tiles per call
+    codec: str = "png"  # the lossless codec
+    # name: (bytes/px, edge encode s/px, device decode s/px). None: every job sends `codec`
+    # at `bytes_per_px` with free encode and decode (what profiles measured before codecs).
+    codecs: dict[str, tuple[float, float, float]] | None = None
 
     def tiles(self) -> list[Tile]:
         return tile_grid(self.lr_width, self.lr_height, self.tile, self.overlap)
@@ -53,6 +62,14 @@ class Profile:
         data["edge"] = EdgeCosts(**data["edge"])
         data["device"] = DeviceCosts(**data["device"])
         return cls(**data)
+
+    def codec_costs(self) -> CodecCosts | None:
+        """The planner's codec table for this profile (None: a single codec)."""
+        if self.codecs is None:
+            return None
+        table = CodecCosts()
+        table.table = {name: CodecCost(*v) for name, v in self.codecs.items()}
+        return table
 
     def diffusion_to_light(self, speed: float = 1.0) -> float:
         """Edge diffusion SR per tile (amortised over a full batch) / device light SR per tile."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,14 +33,26 @@ class Scenario:
     replicas: int = 1  # copies of the edge's workers, each call to the least-loaded one
     batching: bool = False  # cross-job batching of diffusion-SR tiles
     batch_wait_s: float = 0.0  # how long a call may wait to fill (with batching)
+    tile_quality: str = "high"  # lossy tiles allowed? (only where the profile has `codecs`)
+    # Each SR call's real seconds stray from its cost by this share (normal, independent),
+    # and the planner knows it (`EdgeCosts.spread`). 0: deterministic workers, and one job on
+    # an idle edge finishes exactly when `predict()` says.
+    spread: float = 0.0
 
     def costs(self) -> Costs:
+        """The planner's belief: the profile's costs (slow-down factors included, which the
+        simulated workers apply too) with this scenario's spread."""
         p = self.profile
         device = replace(p.device, sr_s_per_px=p.device.sr_s_per_px / self.device_speed)
-        # Simulated calls take exactly their cost, on workers that never slow each other:
-        # the planner's belief has no spread and no slow-down factors either.
-        edge = replace(p.edge, spread=0.0, sr_beside_light=1.0, light_beside_sr=1.0)
+        edge = replace(p.edge, spread=self.spread)
         return Costs(edge=edge, device=device, link=self.link)
+
+    def noise(self) -> Callable[[float], float]:
+        """Each call's real seconds from its cost: exact, or off by `spread` at random."""
+        if self.spread <= 0:
+            return float
+        rng = random.Random(self.seed + 7919)
+        return lambda cost: cost * max(0.05, rng.gauss(1.0, self.spread))
 
 
 def simulate(scenario: Scenario) -> list[JobRecord]:
@@ -53,8 +65,11 @@ def simulate_edge(scenario: Scenario) -> tuple[list[JobRecord], Edge]:
     sim = Sim()
     planner = scenario.costs()
     truth = scenario.truth or planner
-    edge = Edge.create(sim, scenario.replicas, scenario.batching, truth.edge.sr_batch,
-                       scenario.profile.sr_batch, scenario.batch_wait_s)
+    noise = scenario.noise()
+    edge = Edge.create(sim, scenario.replicas, scenario.batching,
+                       lambda n, px: noise(truth.edge.sr_batch(n, px)),
+                       scenario.profile.sr_batch, scenario.batch_wait_s,
+                       truth.edge.sr_beside_light, truth.edge.light_beside_sr)
     rng = random.Random(scenario.seed)
     n = len(scenario.profile.tiles())
     fixed = list(scenario.scores or ())
@@ -68,7 +83,8 @@ def simulate_edge(scenario: Scenario) -> tuple[list[JobRecord], Edge]:
     records: list[JobRecord] = []
     for i in range(scenario.devices):
         device = Device(sim, edge, i, scenario.policy, planner, truth, scenario.profile,
-                        scenario.jobs_per_device, scenario.think_s, scores, records)
+                        scenario.jobs_per_device, scenario.think_s, scores, records,
+                        scenario.tile_quality, noise)
         sim.at(0.0, device.submit)
     sim.run()
     return records, edge
