@@ -210,3 +210,37 @@ def test_with_a_spread_the_mean_finish_is_the_planners_expected_later_side():
     mean = sum(r.latency for r in records) / len(records)
     assert mean == pytest.approx(expected.total, rel=0.01)
     assert mean > without.total * 1.03
+
+
+# --- where the time goes (simulate.py --breakdown) ------------------------------------------
+
+from simulator import breakdown as bd  # noqa: E402
+
+MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" \
+    / "h200-arch-sd-turbo-2048.json"
+
+
+def test_the_breakdown_adds_up_and_labels_every_input():
+    configs = bd.steps(sim.load_profile(str(MEASURED)))
+    assert {i.source for _, _, inputs in configs for i in inputs} == \
+        {"measured", "issue", "what-if"}
+    rows = bd.breakdown_rows(configs, links=("wifi",), policies=("hybrid", "split-device"),
+                             jobs=1)
+    assert len(rows) == 2 * len(configs)
+    for row in rows:
+        assert sum(row[c] for c in bd.COLUMNS) == pytest.approx(row["latency_s"], rel=1e-9)
+    by = {(r["config"], r["policy"]): r for r in rows}
+    first, last = configs[0][0], configs[-1][0]
+    assert by[first, "hybrid"]["tiles_as"] == "png"  # the run had no lossy codec
+    assert by[last, "hybrid"]["latency_s"] < by[first, "hybrid"]["latency_s"]
+    assert by[last, "split-device"]["device_light"] > 1.0  # the device's 19 tiles
+
+
+def test_the_one_step_what_if_keeps_the_vae_and_scales_the_unet():
+    measured = sim.load_profile(str(MEASURED))
+    knobs = bd.Knobs()
+    one = bd.one_step_edge(measured, knobs)
+    tile = 128 * 128
+    unet_20 = measured.edge.sr_batch(16, tile) - 16 * knobs.x4_vae_s_per_tile
+    assert one.sr_batch(16, tile) == pytest.approx(
+        unet_20 / 20 + 16 * knobs.img2img_vae_s_per_tile)

@@ -138,9 +138,9 @@ class Device:
         p = self.profile
         if self.codecs is None:
             return shape, place(self.policy, scores, p.threshold, shape, self.planner)
+        lossy = [n for n in LOSSY_BY_QUALITY[self.quality] if n in self.codecs.table]
         choice = choose_codec(self.policy, scores, p.threshold, shape, self.planner,
-                              self.codecs, p.codec, LOSSY_BY_QUALITY[self.quality],
-                              self.quality)
+                              self.codecs, p.codec, lossy, self.quality)
         return choice.shape, choice.placement
 
     def _plan(self, record: JobRecord, shape: JobShape, trace: Trace) -> None:
