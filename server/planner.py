@@ -282,10 +282,9 @@ def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: 
 
 # What a lossy codec must save before the planner gives up lossless tiles, per quality
 # preference: a share of the lossless plan's predicted total AND a number of seconds. The
-# saving counted is what the smaller bytes alone buy (the lossy plan again with lossless-sized
-# tiles), never more than the whole predicted saving: encode times, learned from timings
-# that jitter with the edge's load, cannot flip the codec; only a slow link can. The seconds
-# keep short jobs on fast links lossless (a few tens of ms are noise, and nobody sees them).
+# seconds keep short jobs lossless wherever a few tens of ms decide (nobody sees them, and
+# identical loopback jobs used to flip between PNG and JPEG on the jitter of learned encode
+# times); the share keeps long jobs lossless unless the saving is a real part of the wait.
 LOSSY_GAIN = {"high": 0.10, "balanced": 0.03}
 LOSSY_MIN_SAVING_S = {"high": 0.25, "balanced": 0.1}
 
@@ -309,8 +308,9 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     """The codec for this job's tiles and LR image, with the placement planned for it.
 
     Every candidate is planned and predicted in full (cheaper bytes can move tiles to the
-    edge); lossless wins unless a lossy codec of the job's quality preference saves enough
-    (`lossy_saving`), i.e. unless the link is the bottleneck.
+    edge); lossless wins unless a lossy codec of the job's quality preference is predicted
+    to save `LOSSY_GAIN` of the job and `LOSSY_MIN_SAVING_S`: a slow link, or a lossless
+    encode that holds the job up.
     """
     options = []
     for name in (lossless, *lossy):
@@ -320,20 +320,11 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     best = options[0]
     if len(options) > 1:
         fastest = min(options[1:], key=lambda o: o.prediction.total)
-        saving = lossy_saving(best, fastest, costs)
+        saving = best.prediction.total - fastest.prediction.total
         if saving >= LOSSY_GAIN[quality] * best.prediction.total \
                 and saving >= LOSSY_MIN_SAVING_S[quality]:
             best = fastest
     return best
-
-
-def lossy_saving(lossless: CodecChoice, lossy: CodecChoice, costs: Costs) -> float:
-    """Seconds the lossy plan saves through its bytes: the lossy plan predicted again with
-    the lossless codec's bytes per pixel, less its own prediction, capped by the whole
-    saving against the lossless plan."""
-    heavy = replace(lossy.shape, bytes_per_px=lossless.shape.bytes_per_px)
-    by_bytes = predict(heavy, costs, lossy.placement).total - lossy.prediction.total
-    return min(by_bytes, lossless.prediction.total - lossy.prediction.total)
 
 
 def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default: int,
