@@ -130,8 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def breakdown_main(args: argparse.Namespace) -> int:
-    measured = load_profile((args.profile or [str(DEFAULT_MEASURED)])[0])
-    configs = bd.steps(measured, bd.Knobs(stitch_s=args.stitch_s))
+    source = (args.profile or [str(DEFAULT_MEASURED)])[0]
+    configs = bd.steps(load_profile(source), bd.Knobs(stitch_s=args.stitch_s),
+                       origin=f"{Path(source).name} ({load_profile(source).source})")
     rows = bd.breakdown_rows(configs, devices=args.devices, jobs=min(args.jobs, 4))
     print("Inputs:\n" + bd.inputs_table(configs) + "\n")
     print(format_table([r for r in rows if r["policy"] == "hybrid"], bd.TABLE_COLUMNS))

@@ -3,8 +3,9 @@ profile measured by `policies.py` and the costs issue 11 added since (each one a
 
 Every input is labelled with where it comes from (`Input.source`): `measured` (by this
 project, with the command in benchmarks/RESULTS.md), `issue` (a figure quoted in issue 11, not
-measured by this work) or `what-if` (an assumption, so the table can show what a change
-would buy). The steps are cumulative, one change each, so the rows read as before/after.
+measured by this work), `what-if` (an assumption, so the table can show what a change
+would buy) or `setting` (a configuration value). The steps are cumulative, one change
+each, so the rows read as before/after.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ HR_2048 = 2048 * 2048
 class Input:
     name: str
     value: str
-    source: str  # measured | issue | what-if
+    source: str  # measured | issue | what-if | setting
 
 
 @dataclass(frozen=True)
@@ -67,46 +68,54 @@ def codec_table() -> dict[str, tuple[float, float, float]]:
             for name, (b, enc, dec) in CODECS_MEASURED.items()}
 
 
-def steps(measured: Profile, knobs: Knobs = Knobs()
+def steps(measured: Profile, knobs: Knobs = Knobs(), origin: str = "the measured profile"
           ) -> list[tuple[str, Profile, list[Input]]]:
-    """The cumulative steps: (label, profile, the inputs this step adds or changes)."""
+    """The cumulative steps: (label, profile, the inputs this step adds or changes).
+    `origin`: where `measured` comes from, for the inputs table."""
     p = measured
     stitch = replace(p.device, stitch_s_per_hr_px=knobs.stitch_s / HR_2048)
     png = codec_table()["png"]
     as_run = replace(p, name="as-run", device=stitch, codec="png",
                      codecs={"png": (p.bytes_per_px, png[1], png[2])})
     out = [("1 as run", as_run, [
-        Input("T2I, diffusion SR (x4 upscaler, 20 steps, batches of 16), edge light SR "
-              "(4 CPU threads), device light SR (4 CPU threads)",
-              f"profile {p.source!r}", "measured"),
-        Input("PNG bytes per pixel (random-weight tiles)", f"{p.bytes_per_px:.3f}", "measured"),
-        Input("PNG encode (edge) / decode (device), per 512² tile", "66.8 / 24.1 ms",
+        Input("T2I (1 step), diffusion SR (x4 upscaler, 20 steps, batches of 16), light SR "
+              "on 4 CPU threads at the edge and at the device", origin, "measured"),
+        Input("PNG bytes per pixel (random-weight tiles)", f"{p.bytes_per_px:.3f}, H200 run",
               "measured"),
-        Input("stitch + colour fix at 2048²", f"{knobs.stitch_s:g} s", "measured"),
+        Input("PNG encode (edge) / decode (device), per 512² tile",
+              "66.8 / 24.1 ms, codecs.py on the 2-core x86_64 under load (the H200 host's "
+              "own: not measured)", "measured"),
+        Input("stitch + colour fix at 2048² (`--stitch-s`; the H200 run, hybrid on lan: 0.6 s)",
+              f"{knobs.stitch_s:g} s", "measured" if knobs.stitch_s == 0.6 else "what-if"),
     ])]
     codecs = replace(as_run, name="codecs", codecs=codec_table())
     out.append(("2 +codecs", codecs, [
         Input("PNG / JPEG q95 bytes per pixel (photo-like tiles); the planner chooses "
-              "(tile_quality=high)", "1.717 / 0.323", "measured"),
-        Input("JPEG q95 encode / decode per 512² tile", "1.5 / 1.8 ms", "measured"),
+              "(tile_quality=high)", "1.717 / 0.323, codecs.py, 2-core x86_64", "measured"),
+        Input("JPEG q95 encode / decode per 512² tile", "1.5 / 1.8 ms, same run", "measured"),
     ]))
     gpu = replace(codecs, name="gpu-light", light_batch=knobs.light_batch,
                   edge=replace(codecs.edge, light_s_per_px=knobs.gpu_light_s_per_tile / TILE_128))
     out.append(("3 +GPU light SR", gpu, [
-        Input("edge light SR on the GPU, per 128² LR tile",
-              f"{knobs.gpu_light_s_per_tile * 1000:g} ms", "issue"),
-        Input("edge light SR lot", f"{knobs.light_batch} tiles", "measured"),
+        Input("edge light SR on the GPU, compact model, per 128² LR tile",
+              f"{knobs.gpu_light_s_per_tile * 1000:g} ms (issue 11; not measured by us)",
+              "issue"),
+        Input("edge light SR lot", f"{knobs.light_batch} tiles (the edge's CUDA default)",
+              "setting"),
     ]))
     one = replace(gpu, name="one-step", edge=one_step_edge(gpu, knobs))
     out.append(("4 +one-step SR", one, [
-        Input("diffusion SR call", f"{knobs.one_step_steps}/{X4_STEPS} of the measured call's "
-              f"UNet part + {knobs.img2img_vae_s_per_tile * 1000:g} ms VAE per tile "
-              f"(x4 VAE {knobs.x4_vae_s_per_tile * 1000:g} ms/tile taken out)", "what-if"),
+        Input("diffusion SR call (one-step img2img, never measured)",
+              f"{knobs.one_step_steps}/{X4_STEPS} of the measured call's UNet part (its x4 "
+              f"VAE decode, {knobs.x4_vae_s_per_tile * 1000:g} ms/tile in NOTES.md, taken out) "
+              f"+ {knobs.img2img_vae_s_per_tile * 1000:g} ms VAE per tile (SD VAE decode "
+              "512² 21 ms in NOTES.md, encode assumed equal)", "what-if"),
     ]))
     fast = replace(one, name="fast-stitch", device=replace(
         one.device, stitch_s_per_hr_px=knobs.fast_stitch_s / HR_2048))
     out.append(("5 +stitch 4x", fast, [
-        Input("stitch + colour fix at 2048²", f"{knobs.fast_stitch_s:g} s", "what-if"),
+        Input("stitch + colour fix at 2048²",
+              f"{knobs.fast_stitch_s:g} s (issue 11 item 5's 4x goal)", "what-if"),
     ]))
     return out
 
