@@ -261,6 +261,9 @@ class Replica:
 
 @dataclass
 class Edge:
+    """The edge: its replicas, how many jobs are in which phase (what the planner is told),
+    and every diffusion-SR call made (tiles, distinct jobs)."""
+
     sim: Sim
     replicas: list[Replica]
     batching: bool = False

@@ -19,6 +19,9 @@ from .profiles import Profile
 
 @dataclass(frozen=True)
 class Scenario:
+    """What to simulate: a profile, one policy for every device, a link, how many devices
+    and jobs, and how the real edge may differ from the planner's belief."""
+
     name: str
     profile: Profile
     policy: str
@@ -34,9 +37,9 @@ class Scenario:
     batching: bool = False  # cross-job batching of diffusion-SR tiles
     batch_wait_s: float = 0.0  # how long a call may wait to fill (with batching)
     tile_quality: str = "high"  # lossy tiles allowed? (only where the profile has `codecs`)
-    # Each SR call's real seconds stray from its cost by this share (normal, independent),
-    # and the planner knows it (`EdgeCosts.spread`). 0: deterministic workers, and one job on
-    # an idle edge finishes exactly when `predict()` says.
+    # Each call's real seconds (T2I, SR on either side) stray from its cost by this share
+    # (normal, independent), and the planner knows it (`EdgeCosts.spread`). 0: deterministic
+    # workers, and one job on an idle edge finishes exactly when `predict()` says.
     spread: float = 0.0
 
     def costs(self) -> Costs:
