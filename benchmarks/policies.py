@@ -227,7 +227,9 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
         measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
                     "tile": config.tile, "overlap": config.overlap, "sr_batch": config.sr_batch,
                     "steps": server.preset.t2i_steps, "edge_start_s": round(started, 2),
-                    "scales": server.preset.scales, **setup}
+                    "scales": server.preset.scales, "light_batch": server.backend.light_batch,
+                    "codecs": {n: [c.bytes_per_px, c.encode_s_per_px, c.decode_s_per_px]
+                               for n, c in server.codecs.table.items()}, **setup}
     return rows, measured
 
 
@@ -304,7 +306,9 @@ def measured_profile(rows: Sequence[dict[str, Any]], measured: dict[str, Any], s
                        sr_batch=measured["sr_batch"], threshold=rows[0]["threshold"],
                        fg_share=round(statistics.fmean(fg), 3) if fg else 0.3,
                        bytes_per_px=measured["bytes_per_px"],
-                       source="measured by benchmarks/policies.py on this machine")
+                       source="measured by benchmarks/policies.py on this machine",
+                       light_batch=measured.get("light_batch", 1),
+                       codecs=measured.get("codecs"))
 
 
 def check_simulator(rows: Sequence[dict[str, Any]], profile: sim.Profile

@@ -242,19 +242,27 @@ class CodecCosts:
         self.alpha = alpha
         self.table = {name: CodecCost(*v) for name, v in DEFAULT_CODEC_COSTS.items()}
         self.seen: set[str] = set()
+        self._encode: dict[str, deque[float]] = {}  # recent encode seconds per px
 
     def get(self, name: str) -> CodecCost:
         return self.table[name]
 
     def observe(self, name: str, nbytes: int, px: int, seconds: float) -> None:
-        """One encoded image; the first one of a codec replaces its default outright."""
+        """One encoded image; the first one of a codec replaces its default outright.
+
+        Bytes follow a running average (they change with the content); the encode time is
+        the median of the last 9 (an encode timed while the edge's CPU was busy is not the
+        norm, and the planner's codec choice should not follow it).
+        """
         cost = self.table.get(name)
         if cost is None or px <= 0 or not _sane(seconds, 0.0, 600) or nbytes <= 0:
             return
         a = 1.0 if name not in self.seen else self.alpha
         self.seen.add(name)
         cost.bytes_per_px += a * (nbytes / px - cost.bytes_per_px)
-        cost.encode_s_per_px += a * (seconds / px - cost.encode_s_per_px)
+        recent = self._encode.setdefault(name, deque(maxlen=9))
+        recent.append(seconds / px)
+        cost.encode_s_per_px = statistics.median(recent)
 
     def report(self) -> dict[str, dict[str, float]]:
         return {n: {"bytes_per_px": round(c.bytes_per_px, 4),

@@ -89,10 +89,14 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     # Each edge worker is shared round-robin with the other jobs using it at the moment.
     sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
     t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
-    lr_codec = shape.lr_px * (shape.encode_s_per_px + shape.decode_s_per_px)
-    plan_sent = shape.queue_wait_s + t2i + (lr_codec if shape.kind == "generate" else 0.0)
-    plan_bytes = shape.lr_px * shape.bytes_per_px if shape.kind == "generate" else 200.0
-    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes)
+    # The LR image is encoded before the plan goes out and decoded on the device before its
+    # SR starts; the edge's SR workers start once the plan is sent.
+    generate = shape.kind == "generate"
+    plan_sent = shape.queue_wait_s + t2i + (shape.lr_px * shape.encode_s_per_px if generate
+                                            else 0.0)
+    plan_bytes = shape.lr_px * shape.bytes_per_px if generate else 200.0
+    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes) \
+        + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
 
     tiles = list(shape.tiles)
     diffusion = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_DIFFUSION]
@@ -276,9 +280,13 @@ def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: 
     return placement
 
 
-# How much faster (share of the predicted total) a lossy codec must make the job before the
-# planner gives up lossless tiles, per quality preference: bytes must be the bottleneck.
+# What a lossy codec must save before the planner gives up lossless tiles, per quality
+# preference: a share of the lossless plan's predicted total AND a number of seconds. The
+# seconds keep short jobs lossless wherever a few tens of ms decide (nobody sees them, and
+# identical loopback jobs used to flip between PNG and JPEG on the jitter of learned encode
+# times); the share keeps long jobs lossless unless the saving is a real part of the wait.
 LOSSY_GAIN = {"high": 0.10, "balanced": 0.03}
+LOSSY_MIN_SAVING_S = {"high": 0.25, "balanced": 0.1}
 
 
 def with_codec(shape: JobShape, name: str, cost: CodecCost) -> JobShape:
@@ -301,7 +309,8 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
 
     Every candidate is planned and predicted in full (cheaper bytes can move tiles to the
     edge); lossless wins unless a lossy codec of the job's quality preference is predicted
-    to finish the job `LOSSY_GAIN` sooner, i.e. unless the link is the bottleneck.
+    to save `LOSSY_GAIN` of the job and `LOSSY_MIN_SAVING_S`: a slow link, or a lossless
+    encode that holds the job up.
     """
     options = []
     for name in (lossless, *lossy):
@@ -311,7 +320,9 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     best = options[0]
     if len(options) > 1:
         fastest = min(options[1:], key=lambda o: o.prediction.total)
-        if fastest.prediction.total < best.prediction.total * (1 - LOSSY_GAIN[quality]):
+        saving = best.prediction.total - fastest.prediction.total
+        if saving >= LOSSY_GAIN[quality] * best.prediction.total \
+                and saving >= LOSSY_MIN_SAVING_S[quality]:
             best = fastest
     return best
 

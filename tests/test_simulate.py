@@ -139,3 +139,109 @@ def test_replicas_multiply_throughput_and_scale_rows_carry_the_goals():
         assert goal["replicas"] == 2 and goal["met"] and goal["ratio"] >= 1.6
     (batching,) = goals["batching"]
     assert batching["ratio"] > 0 and "per" in batching["why"]
+
+
+# --- codecs, light lots, the learned slow-down and spread, the critical path ---------------
+
+from hybridsr.protocol.images import LOSSY_BY_QUALITY  # noqa: E402
+from hybridsr.server.planner import choose_codec  # noqa: E402
+
+# Two codecs (this machine's measured bytes and times), light SR in lots of 3, and diffusion
+# and light SR slowing each other as a CPU edge learns they do.
+RICH = replace(SMALL, name="rich", light_batch=3,
+               edge=EdgeCosts(sr_beside_light=1.8, light_beside_sr=1.4),
+               codecs={"png": (1.7, 2.5e-7, 9e-8), "jpeg-q95": (0.32, 6e-9, 7e-9)})
+
+
+@pytest.mark.parametrize("link", list(sim.LINKS))
+@pytest.mark.parametrize("policy", ["hybrid", "split-edge", "edge-light-all",
+                                    "edge-diffusion-all"])
+def test_codecs_lots_and_slow_down_still_finish_when_predict_says(link, policy):
+    scenario = sim.Scenario("one", RICH, policy, sim.link_costs(link), 1, 1, seed=5)
+    (record,) = sim.simulate(scenario)
+    scores = sim.tile_scores(len(RICH.tiles()), RICH.fg_share, RICH.threshold,
+                             random.Random(5))
+    choice = choose_codec(policy, scores, RICH.threshold, sim.job_shape(RICH),
+                          scenario.costs(), RICH.codec_costs(), "png",
+                          LOSSY_BY_QUALITY["high"], "high")
+    assert (record.codec, record.placement) == (choice.codec, choice.placement)
+    assert record.latency == pytest.approx(choice.prediction.total, rel=1e-9)
+    assert record.bytes_down == pytest.approx(choice.prediction.bytes_down)
+
+
+def test_the_slow_down_is_simulated_not_only_predicted():
+    def latency(profile):
+        scenario = sim.Scenario("one", profile, "split-edge", sim.link_costs("lan"), 1, 1,
+                                seed=5)
+        return sim.simulate(scenario)[0].latency
+
+    alone = replace(RICH, edge=EdgeCosts())
+    assert latency(RICH) > latency(alone) + 0.05
+
+
+def test_the_critical_path_adds_up_to_the_latency_and_names_the_waits():
+    alone = sim.simulate(sim.Scenario("a", RICH, "device-light-all", sim.link_costs("wifi"),
+                                      1, 1, seed=1))[0]
+    device_work = sum(RICH.device.sr(t.w * t.h) for t in RICH.tiles())
+    assert alone.stages["device_light"] == pytest.approx(device_work)
+    assert alone.stages["t2i"] == pytest.approx(RICH.edge.t2i(RICH.steps, 96 * 96))
+    assert "queue" not in alone.stages and "diffusion" not in alone.stages
+    busy = sim.simulate(sim.Scenario("b", RICH, "edge-diffusion-all", sim.link_costs("lan"),
+                                     6, 2, seed=1))
+    for record in busy:
+        assert sum(record.stages.values()) == pytest.approx(record.latency, rel=1e-9)
+    assert max(r.stages.get("queue", 0.0) for r in busy) > 0.1
+
+
+def test_with_a_spread_the_mean_finish_is_the_planners_expected_later_side():
+    # Edge and device finish together: the mean of the later side is above both means,
+    # as the planner's Clark formula says; without the spread it would be 4% lower.
+    profile = sim.Profile("balanced", EdgeCosts(sr_batch_base_s=0.2, sr_s_per_tile_px=2e-5),
+                          DeviceCosts(sr_s_per_px=6.8e-5), 96, 96, tile=32, overlap=8,
+                          fg_share=0.5)
+    scores = tuple(sim.tile_scores(len(profile.tiles()), 0.5, 0.5, random.Random(1)))
+    scenario = sim.Scenario("s", profile, "split-device", sim.link_costs("lan"), 1, 1000,
+                            seed=3, scores=(scores,), spread=0.2)
+    records = sim.simulate(scenario)
+    shape, costs = sim.job_shape(profile), scenario.costs()
+    expected = predict(shape, costs, place("split-device", list(scores), 0.5, shape, costs))
+    exact = replace(costs, edge=replace(costs.edge, spread=0.0))
+    without = predict(shape, exact, place("split-device", list(scores), 0.5, shape, exact))
+    mean = sum(r.latency for r in records) / len(records)
+    assert mean == pytest.approx(expected.total, rel=0.01)
+    assert mean > without.total * 1.03
+
+
+# --- where the time goes (simulate.py --breakdown) ------------------------------------------
+
+from simulator import breakdown as bd  # noqa: E402
+
+MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" \
+    / "h200-arch-sd-turbo-2048.json"
+
+
+def test_the_breakdown_adds_up_and_labels_every_input():
+    configs = bd.steps(sim.load_profile(str(MEASURED)))
+    sources = {i.source for _, _, inputs in configs for i in inputs}
+    assert {"measured", "issue", "what-if"} <= sources <= {"measured", "issue", "what-if",
+                                                           "setting"}
+    rows = bd.breakdown_rows(configs, links=("wifi",), policies=("hybrid", "split-device"),
+                             jobs=1)
+    assert len(rows) == 2 * len(configs)
+    for row in rows:
+        assert sum(row[c] for c in bd.COLUMNS) == pytest.approx(row["latency_s"], rel=1e-9)
+    by = {(r["config"], r["policy"]): r for r in rows}
+    first, last = configs[0][0], configs[-1][0]
+    assert by[first, "hybrid"]["tiles_as"] == "png"  # the run had no lossy codec
+    assert by[last, "hybrid"]["latency_s"] < by[first, "hybrid"]["latency_s"]
+    assert by[last, "split-device"]["device_light"] > 1.0  # the device's 19 tiles
+
+
+def test_the_one_step_what_if_keeps_the_vae_and_scales_the_unet():
+    measured = sim.load_profile(str(MEASURED))
+    knobs = bd.Knobs()
+    one = bd.one_step_edge(measured, knobs)
+    tile = 128 * 128
+    unet_20 = measured.edge.sr_batch(16, tile) - 16 * knobs.x4_vae_s_per_tile
+    assert one.sr_batch(16, tile) == pytest.approx(
+        unet_20 / 20 + 16 * knobs.img2img_vae_s_per_tile)

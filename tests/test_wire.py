@@ -35,12 +35,13 @@ TILES = tile_grid(128, 128, 32, 8)
 SCORES = [i / (len(TILES) - 1) for i in range(len(TILES))]
 
 
-def plan_codec(down_bytes_per_s: float, quality: str) -> str:
+def plan_codec(down_bytes_per_s: float, quality: str, codecs: CodecCosts | None = None
+               ) -> str:
     shape = JobShape(kind="generate", lr_width=128, lr_height=128, scale=4, steps=2,
                      tiles=TILES)
     costs = Costs(EdgeCosts(), DeviceCosts(sr_s_per_px=1e-5),
                   LinkCosts(0.02, down_bytes_per_s, down_bytes_per_s))
-    return choose_codec("split-edge", SCORES, 0.5, shape, costs, CodecCosts(), "png",
+    return choose_codec("split-edge", SCORES, 0.5, shape, costs, codecs or CodecCosts(), "png",
                         LOSSY_BY_QUALITY[quality], quality).codec
 
 
@@ -48,6 +49,30 @@ def plan_codec(down_bytes_per_s: float, quality: str) -> str:
 def test_a_slow_link_gets_lossy_tiles_and_a_fast_one_lossless(quality: str) -> None:
     assert plan_codec(625_000, quality) in LOSSY_BY_QUALITY[quality]  # 5 Mbit/s
     assert plan_codec(125_000_000, quality) == "png"  # 1 Gbit/s: bytes are cheap
+
+
+@pytest.mark.parametrize("quality", ["high", "balanced"])
+def test_a_few_slow_encodes_do_not_flip_a_fast_link_to_lossy(quality: str) -> None:
+    # PNG tiles encode at 2.5e-7 s/px, then two are timed while the edge's CPU was busy
+    # (12x slower). The planner still sends PNG over 1 Gbit/s; over 5 Mbit/s, JPEG.
+    noisy = CodecCosts()
+    for seconds_per_px in (2.5e-7, 2.5e-7, 2.5e-7, 2.5e-7, 3e-6, 3e-6):
+        noisy.observe("png", nbytes=int(1.5 * 512 * 512), px=512 * 512,
+                      seconds=seconds_per_px * 512 * 512)
+    assert plan_codec(125_000_000, quality, noisy) == "png"
+    assert plan_codec(625_000, quality, noisy) in LOSSY_BY_QUALITY[quality]
+
+
+def test_a_saving_too_small_to_see_keeps_lossless_tiles() -> None:
+    # One 32² tile over 5 Mbit/s: JPEG would save about a quarter of the job, but that is
+    # a few tens of ms; the same link with a 128² job saves seconds and goes lossy.
+    tiles = tile_grid(32, 32, 32, 8)
+    shape = JobShape(kind="generate", lr_width=32, lr_height=32, scale=4, steps=2, tiles=tiles)
+    costs = Costs(EdgeCosts(), DeviceCosts(sr_s_per_px=1e-5), LinkCosts(0.02, 625_000, 625_000))
+    choice = choose_codec("edge-diffusion-all", [1.0], 0.5, shape, costs, CodecCosts(), "png",
+                          LOSSY_BY_QUALITY["high"], "high")
+    assert choice.codec == "png"
+    assert plan_codec(625_000, "high") == "jpeg-q95"
 
 
 def test_lossless_preference_never_gets_lossy_tiles() -> None:
@@ -60,6 +85,7 @@ def test_decoding_on_the_device_is_in_the_prediction() -> None:
     costs = Costs(EdgeCosts(spread=0.0), DeviceCosts(), LinkCosts())
     placement = [("edge", "diffusion")] * len(TILES)
     cost = CodecCosts().get("png")
+    cost.decode_s_per_px = 0.0
     free = predict(with_codec(shape, "png", cost), costs, placement)
     cost.decode_s_per_px = 1e-6
     slow = predict(with_codec(shape, "png", cost), costs, placement)
