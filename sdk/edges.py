@@ -72,7 +72,7 @@ class EdgePool:
         self.edges = [Edge(url) for url in urls]
         self.selection = selection
         self._opener = opener
-        self._stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
+        self.stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
         self._turn = 0
 
     @property
@@ -169,7 +169,7 @@ class EdgePool:
     async def _quote(self, edge: Edge, quote: Quote, timeout: float) -> QuoteReply | None:
         try:
             conn = await self.connect(edge, timeout)
-            stats = self._stats_for(edge)
+            stats = self.stats_for(edge)
             return await conn.quote(quote.model_copy(update={"stats": stats}), timeout)
         except HybridSRError as exc:
             self.failed(edge, exc)
