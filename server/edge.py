@@ -67,6 +67,7 @@ class Edge:
         self._finished: collections.deque[EdgeJob] = collections.deque()  # oldest first
         self._finished_bytes = 0
         self.rate_limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.quote_limiter = RateLimiter(config.quote_rate_per_s, config.quote_burst)
         self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
         self.idle.set()
 
