@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from hybridsr.protocol.lazy import lazy_names
 
 __getattr__, _LAZY = lazy_names(__name__, {
-    ".codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode"),
+    ".codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode", "fingerprint"),
     ".errors": ("ErrorCode", "ProtocolError"),
     ".images": ("ImageBlob", "decode_image", "encode_image", "CODECS", "LOSSY_BY_QUALITY",
                "Codec", "TileQuality", "encode_with"),
@@ -29,7 +29,12 @@ WEBSOCKET_PATH = "/v1/session"
 __all__ = ["WEBSOCKET_PATH", *_LAZY]
 
 if TYPE_CHECKING:
-    from hybridsr.protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode  # noqa: F401
+    from hybridsr.protocol.codec import (  # noqa: F401
+        DEFAULT_MAX_FRAME_BYTES,
+        decode,
+        encode,
+        fingerprint,
+    )
     from hybridsr.protocol.errors import ErrorCode, ProtocolError  # noqa: F401
     from hybridsr.protocol.images import (  # noqa: F401
         CODECS,

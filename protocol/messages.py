@@ -161,8 +161,12 @@ class Quote(_Model):
 
 
 class Cancel(_Model):
+    """Stop a job this session submitted or resumed; with `request_sha256` (`fingerprint` of
+    the job's request), any job of that request: whoever could resume it may stop it."""
+
     type: Literal["cancel"] = "cancel"
     job_id: JobId
+    request_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Ping(_Model):

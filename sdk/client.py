@@ -270,6 +270,7 @@ class AsyncHybridClient:
     async def _on(self, edge: Edge, request: Generate | Enhance, lr: np.ndarray | None,
                   on_progress: ProgressCallback | None, route: Route) -> HybridResult:
         """The job on one edge, from submission to the result (or a raise before the plan)."""
+        edge.orphans.pop(request.job_id, None)  # back on this edge: resume it, do not cancel
         conn = await self.pool.connect(edge)
         self._current = edge
         route.visit(edge.url)
@@ -284,7 +285,8 @@ class AsyncHybridClient:
                         reconnect=reconnect if self.resume else None,
                         rescue=self._rescue().for_job(edge, route) if self.pool.several
                         else None,
-                        route=route)
+                        route=route,
+                        on_orphan=lambda cancel: self.pool.orphaned(edge, cancel))
         result = await job.run()
         self.pool.worked(edge)
         self._learn(job)

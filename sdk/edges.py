@@ -7,7 +7,8 @@ Selection orders the edges for each job:
 - `first-available`: the order given;
 - `round-robin`: the order given, starting one further for each job.
 An edge that fails (unreachable, refusing, silent) is put on a backoff with jitter and is
-asked again once it runs out; an edge that works is forgiven at once.
+asked again once it runs out; an edge that works is forgiven at once. Jobs left running on an
+edge while it was out of reach are cancelled there when a connection to it next opens.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hybridsr.protocol import ClientStats, ErrorCode, Quote, QuoteReply
+from hybridsr.protocol import Cancel, ClientStats, ErrorCode, Quote, QuoteReply
 from hybridsr.sdk.connection import Connection, session_url
 from hybridsr.sdk.errors import EdgeUnavailable, HybridSRError, InvalidEdgeURL
 
 SELECTIONS = ("fastest", "first-available", "round-robin")
 # Refusals that say "not now": try another edge, or this one again later.
 RETRYABLE = frozenset({ErrorCode.BUSY, ErrorCode.RATE_LIMITED, ErrorCode.SHUTTING_DOWN})
+# Cancels kept per edge for jobs left there while it was out of reach (the edge itself
+# cancels an unattended job after its `resume_window_s`; these only make it sooner).
+MAX_ORPHANS = 64
 
 
 def backoff_delay(attempt: int, retry_after_s: float | None, cap_s: float = 30.0) -> float:
@@ -43,6 +47,8 @@ class Edge:
     retry_at: float = 0.0  # loop time before which it is not asked again
     last_error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Jobs left running there while it was out of reach, by job id: cancelled on re-contact.
+    orphans: dict[str, Cancel] = field(default_factory=dict)
 
     def available(self, now: float) -> bool:
         return now >= self.retry_at
@@ -95,7 +101,15 @@ class EdgePool:
             except HybridSRError as exc:
                 self.failed(edge, exc)
                 raise
+            await _send_orphans(edge, edge.conn)
             return edge.conn
+
+    def orphaned(self, edge: Edge, cancel: Cancel) -> None:
+        """A job left running on `edge`, which this device cannot reach now: cancel it there
+        when a connection next opens. At most `MAX_ORPHANS` wait, the newest."""
+        edge.orphans[cancel.job_id] = cancel
+        while len(edge.orphans) > MAX_ORPHANS:
+            del edge.orphans[next(iter(edge.orphans))]
 
     async def reconnect(self, edge: Edge, broken: Connection, within_s: float) -> Connection:
         """A fresh connection for every job that lost `broken`, tried for `within_s`."""
@@ -180,6 +194,17 @@ class EdgePool:
             if edge.conn is not None:
                 conn, edge.conn = edge.conn, None
                 await conn.close()
+
+
+async def _send_orphans(edge: Edge, conn: Connection) -> None:
+    """Cancel the jobs this device left on `edge` (one it resumes is no longer listed)."""
+    while edge.orphans:
+        job_id, cancel = next(iter(edge.orphans.items()))
+        try:
+            await conn.send(cancel)
+        except HybridSRError:
+            return  # lost again: they wait for the next connection
+        edge.orphans.pop(job_id, None)
 
 
 async def _close_quietly(conn: Connection) -> None:

@@ -131,7 +131,8 @@ class TileRescue:
                           policy="edge-diffusion-all", image_format=self.image_format,
                           stats=self.pool.stats_for(edge))
             job = DeviceJob(conn, sub, self.backend, lr_image=crop, color_fix="none",
-                            timeouts=self.timeouts)
+                            timeouts=self.timeouts,
+                            on_orphan=lambda cancel: self.pool.orphaned(edge, cancel))
             result = await job.run()
         except HybridSRError:
             return None
