@@ -8,6 +8,7 @@ rule as resuming it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import urllib.request
 
@@ -50,15 +51,24 @@ async def _ended(edge: BackgroundEdge, job_id: str, within_s: float = 120.0) -> 
     assert job.finished
 
 
-async def test_a_job_whose_promise_ran_out_is_cancelled_on_its_edge(edge):
+async def test_a_job_whose_promise_ran_out_is_cancelled_on_its_edge(edge, caplog):
     before = _cancelled(edge)
     impatient = StageTimeouts(promise_factor=0.0, promise_slack=0.0)
     async with AsyncHybridClient(edge.url, profile=PROFILE, timeouts=impatient,
                                  device_sr="lanczos") as client:
-        result = await client.generate("late", job_id="late-1", seed=1, **BIG)
-        await _ended(edge, "late-1")
+        with caplog.at_level(logging.DEBUG, logger="hybridsr.sdk.connection"):
+            result = await client.generate("late", job_id="late-1", seed=1, **BIG)
+            await _ended(edge, "late-1")
+            for _ in range(100):  # the edge's `cancelled` answer reaches the device
+                answers = [r for r in caplog.records if "edge error" in r.getMessage()]
+                if answers:
+                    break
+                await asyncio.sleep(0.05)
     assert result.degraded and "promise" in result.degraded_reason
     assert _cancelled(edge) == before + 1
+    # The answer to the device's own cancel is expected: not a warning.
+    assert [(r.levelno, "cancelled" in r.getMessage()) for r in answers] == [
+        (logging.DEBUG, True)]
 
 
 async def test_a_job_left_on_a_cut_off_edge_is_cancelled_on_the_next_contact(edge):
