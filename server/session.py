@@ -40,6 +40,7 @@ from hybridsr.server.validation import validate_enhance, validate_generate
 
 log = logging.getLogger(__name__)
 
+
 class Session:
     def __init__(self, ws: web.WebSocketResponse, edge: Edge, client_key: str = "") -> None:
         self.ws = ws
