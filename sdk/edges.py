@@ -8,7 +8,8 @@ Selection orders the edges for each job:
 - `round-robin`: the order given, starting one further for each job.
 An edge that fails (unreachable, refusing, silent) is put on a backoff with jitter and is
 asked again once it runs out; an edge that works is forgiven at once. Jobs left running on an
-edge while it was out of reach are cancelled there when a connection to it next opens.
+edge while it was out of reach are cancelled there when a connection to it next opens: for a
+job, a quote, or the pool's own tries to reach it again (for `ORPHAN_REACH_S`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ RETRYABLE = frozenset({ErrorCode.BUSY, ErrorCode.RATE_LIMITED, ErrorCode.SHUTTIN
 # Cancels kept per edge for jobs left there while it was out of reach (the edge itself
 # cancels an unattended job after its `resume_window_s`; these only make it sooner).
 MAX_ORPHANS = 64
+# How long the pool keeps trying to reach such an edge on its own (the edge's default
+# `resume_window_s`: after it the edge has cancelled the job itself).
+ORPHAN_REACH_S = 30.0
 
 
 def backoff_delay(attempt: int, retry_after_s: float | None, cap_s: float = 30.0) -> float:
@@ -80,6 +84,7 @@ class EdgePool:
         self._opener = opener
         self.stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
         self._turn = 0
+        self._reaching: dict[Edge, asyncio.Task] = {}  # edges tried for their orphans' sake
 
     @property
     def several(self) -> bool:
@@ -110,6 +115,23 @@ class EdgePool:
         edge.orphans[cancel.job_id] = cancel
         while len(edge.orphans) > MAX_ORPHANS:
             del edge.orphans[next(iter(edge.orphans))]
+        if edge not in self._reaching:
+            task = asyncio.create_task(self._reach(edge), name=f"hybridsr-reach-{edge.url}")
+            self._reaching[edge] = task
+            task.add_done_callback(lambda _: self._reaching.pop(edge, None))
+
+    async def _reach(self, edge: Edge) -> None:
+        """Try to reach `edge` for `ORPHAN_REACH_S`, so that its orphans are cancelled without
+        waiting for this device's next job; a connection opened here is kept, as any other."""
+        deadline = self.now() + ORPHAN_REACH_S
+        attempt = 0
+        while edge.orphans and self.now() < deadline:
+            await asyncio.sleep(max(edge.retry_at - self.now(),
+                                    backoff_delay(attempt, 0.5, cap_s=5.0)))
+            try:
+                await self.connect(edge, timeout=2.0)  # sends the cancels
+            except HybridSRError:
+                attempt += 1
 
     async def reconnect(self, edge: Edge, broken: Connection, within_s: float) -> Connection:
         """A fresh connection for every job that lost `broken`, tried for `within_s`."""
@@ -190,6 +212,10 @@ class EdgePool:
             return None
 
     async def close(self) -> None:
+        reaching = list(self._reaching.values())
+        for task in reaching:
+            task.cancel()
+        await asyncio.gather(*reaching, return_exceptions=True)
         for edge in self.edges:
             if edge.conn is not None:
                 conn, edge.conn = edge.conn, None
