@@ -215,8 +215,8 @@ class LinkCosts:
         return replace(costs, **fields)
 
 
-# Encoded size of an image, bytes per pixel. PNG of photographic content is 1.5-2.5 B/px;
-# measured per edge from what it really sends (see Edge.observe_bytes).
+# Encoded size of an image, bytes per pixel, before anything is measured. PNG of
+# photographic content is 1.5-2.5 B/px; each edge learns it per codec (`CodecCosts`).
 DEFAULT_BYTES_PER_PX = 2.0
 
 
