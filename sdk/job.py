@@ -431,17 +431,18 @@ class DeviceJob:
     async def _cancel_quietly(self) -> None:
         """Cancel the job on its edge; cut off from it, leave the cancel for the next contact.
 
-        The request's sha256 goes with it, so a new session may cancel the job too.
+        A later session needs the request's sha256 to cancel it; this session, which
+        submitted or resumed the job, does not (and an edge older than that field takes it).
         """
-        cancel = Cancel(job_id=self.request.job_id, request_sha256=fingerprint(self.request))
         if self.conn.closed_reason is None:
             try:
-                await self.conn.send(cancel)
+                await self.conn.send(Cancel(job_id=self.request.job_id))
                 return
             except HybridSRError:
                 pass
         if self.on_orphan is not None:
-            self.on_orphan(cancel)
+            self.on_orphan(Cancel(job_id=self.request.job_id,
+                                  request_sha256=fingerprint(self.request)))
 
     def _mark(self, name: str, again: bool = False) -> None:
         """Note when `name` happened (the first time, or with `again` the latest)."""
