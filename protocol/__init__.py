@@ -6,30 +6,35 @@ policy names, not pydantic and msgpack.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-_SOURCES = {
-    "codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode"),
-    "errors": ("ErrorCode", "ProtocolError"),
-    "images": ("ImageBlob", "decode_image", "encode_image", "CODECS", "LOSSY_BY_QUALITY",
+from hybridsr.protocol.lazy import lazy_names
+
+__getattr__, _LAZY = lazy_names(__name__, {
+    ".codec": ("DEFAULT_MAX_FRAME_BYTES", "decode", "encode", "fingerprint"),
+    ".errors": ("ErrorCode", "ProtocolError"),
+    ".images": ("ImageBlob", "decode_image", "encode_image", "CODECS", "LOSSY_BY_QUALITY",
                "Codec", "TileQuality", "encode_with"),
-    "policies": ("DEFAULT_POLICY", "POLICIES", "TILE_QUALITIES"),
-    "messages": (
+    ".policies": ("DEFAULT_POLICY", "POLICIES", "TILE_QUALITIES"),
+    ".messages": (
         "PROTOCOL_VERSION", "Accepted", "Cancel", "ClientStats", "DeviceProfile", "Done",
         "EdgeLimits", "EdgeModels", "EdgeProfile", "Enhance", "Error", "Generate", "Hello",
         "Message", "Ping", "Plan", "Pong", "Progress", "Quote", "QuoteReply", "TileResult",
         "TileSpec", "Welcome",
     ),
-}
-_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+}, globals())
 
 WEBSOCKET_PATH = "/v1/session"
 
-__all__ = ["WEBSOCKET_PATH", *sorted(_WHERE)]
+__all__ = ["WEBSOCKET_PATH", *_LAZY]
 
 if TYPE_CHECKING:
-    from hybridsr.protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode  # noqa: F401
+    from hybridsr.protocol.codec import (  # noqa: F401
+        DEFAULT_MAX_FRAME_BYTES,
+        decode,
+        encode,
+        fingerprint,
+    )
     from hybridsr.protocol.errors import ErrorCode, ProtocolError  # noqa: F401
     from hybridsr.protocol.images import (  # noqa: F401
         CODECS,
@@ -43,12 +48,3 @@ if TYPE_CHECKING:
     )
     from hybridsr.protocol.messages import *  # noqa: F401,F403
     from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES, TILE_QUALITIES  # noqa: F401
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hybridsr.protocol' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"hybridsr.protocol.{module}"), name)
-    globals()[name] = value
-    return value

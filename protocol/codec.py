@@ -6,6 +6,7 @@ Nothing on the wire is unpickled or evaluated: msgpack yields plain data, pydant
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
 import msgpack
@@ -22,6 +23,12 @@ _adapter: TypeAdapter[Any] = TypeAdapter(Message)
 def encode(message: BaseModel) -> bytes:
     """Serialise a message to a msgpack frame."""
     return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+
+
+def fingerprint(message: BaseModel) -> str:
+    """The sha256 of a request's frame: the edge re-attaches a resent request, and cancels a
+    job for a new session, only when this matches the job's own."""
+    return hashlib.sha256(encode(message)).hexdigest()
 
 
 def decode(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:

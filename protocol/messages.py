@@ -2,8 +2,9 @@
 
 A session is: `hello` → `welcome`, then any number of jobs. A job is:
 `generate` | `enhance` → `accepted` → `progress`* → `plan` → `tile`* → `done` | `error`;
-the client may send `cancel` at any time. Outside any job, `quote` → `quote_reply` asks
-what the edge would do with a request now, without submitting it.
+the client may send `cancel` at any time (from another session, with the request's sha256).
+Outside any job, `quote` → `quote_reply` asks what the edge would do with a request now,
+without submitting it.
 """
 
 from __future__ import annotations
@@ -161,8 +162,12 @@ class Quote(_Model):
 
 
 class Cancel(_Model):
+    """Stop a job this session submitted or resumed; with `request_sha256` (`fingerprint` of
+    the job's request), any job of that request: whoever could resume it may stop it."""
+
     type: Literal["cancel"] = "cancel"
     job_id: JobId
+    request_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Ping(_Model):
@@ -205,7 +210,9 @@ class QuoteReply(_Model):
 
     type: Literal["quote_reply"] = "quote_reply"
     job_id: JobId
-    refusal: str | None = None  # the ErrorCode a submission now would get; None: accepted
+    # The ErrorCode a submission now would get (None: accepted), or `rate_limited` for this
+    # quote itself (too many quotes: no prediction then).
+    refusal: str | None = None
     message: str = ""
     retry_after_s: float | None = None
     queue_position: int = 0  # jobs ahead of it

@@ -7,10 +7,11 @@ pull in aiohttp and pydantic.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-_SOURCES = {
+from hybridsr.protocol.lazy import lazy_names
+
+__getattr__, __all__ = lazy_names(__name__, {
     "hybridsr.imaging.lightsr": ("DeviceSR", "LanczosSR", "RealESRGANSR", "create_backend"),
     "hybridsr.sdk.client": ("AsyncHybridClient", "HybridClient"),
     "hybridsr.sdk.edges": ("SELECTIONS",),
@@ -20,10 +21,7 @@ _SOURCES = {
     "hybridsr.sdk.job": ("ProgressEvent", "StageTimeouts"),
     "hybridsr.sdk.probe": ("probe_device",),
     "hybridsr.sdk.result": ("HybridResult", "Timings"),
-}
-_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
-
-__all__ = sorted(_WHERE)
+}, globals())
 
 if TYPE_CHECKING:
     from hybridsr.imaging.lightsr import DeviceSR, LanczosSR, RealESRGANSR, create_backend  # noqa: F401
@@ -41,12 +39,3 @@ if TYPE_CHECKING:
     from hybridsr.sdk.job import ProgressEvent, StageTimeouts  # noqa: F401
     from hybridsr.sdk.probe import probe_device  # noqa: F401
     from hybridsr.sdk.result import HybridResult, Timings  # noqa: F401
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hybridsr.sdk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value

@@ -4,16 +4,13 @@
         result = await client.generate("a lighthouse at dusk", width=512, height=512)
         result.image.save("out.png")
 
-A job goes to the edge that selection ranks first (`sdk/edges.py`). Before the plan, an edge
-that refuses for now, goes away or goes silent hands the same job (same job id) to the next
-one; after the plan, tiles a lost edge never sent are enhanced by another edge when its quote
-is sooner than this device's own SR, else done here (`DeviceJob`, step 5).
+A job goes to the edge that selection ranks first (`sdk/edges.py`); moving it to another
+edge, before or after the plan, is `sdk/failover.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl as ssl_module
 import threading
 import uuid
@@ -32,20 +29,13 @@ from hybridsr.protocol import (
     DeviceProfile,
     Enhance,
     Generate,
-    Plan,
     Quote,
-    TileSpec,
     encode_image,
 )
 from hybridsr.sdk.connection import Connection
-from hybridsr.sdk.edges import RETRYABLE, Edge, EdgePool, backoff_delay
-from hybridsr.sdk.errors import (
-    EdgeProtocolError,
-    EdgeRefused,
-    EdgeUnavailable,
-    HybridSRError,
-    InvalidEdgeURL,
-)
+from hybridsr.sdk.edges import Edge, EdgePool
+from hybridsr.sdk.errors import HybridSRError, InvalidEdgeURL
+from hybridsr.sdk.failover import TileRescue, run_on_edges
 from hybridsr.sdk.inputs import (
     ImageInput,
     PreparedImage,
@@ -53,15 +43,14 @@ from hybridsr.sdk.inputs import (
     prepare_image,
     restore,
 )
-from hybridsr.sdk.job import DeviceJob, ProgressCallback, Rescue, Route, StageTimeouts
+from hybridsr.sdk.job import DeviceJob, ProgressCallback, Route, StageTimeouts
 from hybridsr.sdk.link import LinkProfile
 from hybridsr.sdk.probe import probe_device
 from hybridsr.sdk.profile_cache import profile_cache
 from hybridsr.sdk.result import HybridResult
 
 T = TypeVar("T")
-RESCUE_IN_FLIGHT = 2  # tiles a rescuing edge is sent at once (each its own `enhance` job)
-__all__ = ["RETRYABLE", "AsyncHybridClient", "HybridClient", "backoff_delay", "load_image"]
+__all__ = ["AsyncHybridClient", "HybridClient", "load_image"]
 
 
 def client_ssl_context(cafile: str | None = None) -> SSLContext:
@@ -268,43 +257,20 @@ class AsyncHybridClient:
 
     async def _run(self, request: Generate | Enhance, quote: Quote, lr: np.ndarray | None,
                    on_progress: ProgressCallback | None) -> HybridResult:
-        """Try the edges in the selection's order; a round where all refuse for now backs off.
-
-        Whatever moved the job is in the result's `moves`; every edge tried, in `edges`.
-        """
+        """The job on the first edge that takes it (`sdk/failover.py`); every edge tried is
+        in the result's `edges`, and whatever moved the job in its `moves`."""
         route = Route()
-        error: HybridSRError | None = None  # the latest failure
-        refusal: EdgeRefused | None = None  # the first refusal of the request itself
-        for attempt in range(self.retries + 1):
-            hint: float | None = None
-            for ranked in await self.pool.rank(quote, min(5.0, self.connect_timeout)):
-                edge = ranked.edge
-                try:
-                    return await self._on(edge, request, lr, on_progress, route)
-                except EdgeRefused as exc:
-                    route.moves.append(f"{edge.url}: refused ({exc.code.value}) before the plan")
-                    if exc.code not in RETRYABLE:
-                        if not self.pool.several:
-                            raise  # this request is wrong for this edge: retrying cannot help
-                        refusal = refusal or exc  # another edge may take it (other limits)
-                        continue
-                    self.pool.failed(edge, exc, exc.retry_after_s)
-                    hint = min(hint or math.inf, exc.retry_after_s or 0.5)
-                    error = exc
-                except (EdgeUnavailable, EdgeProtocolError) as exc:
-                    self.pool.failed(edge, exc)
-                    route.moves.append(f"{edge.url}: {exc}")
-                    error = exc
-                    if not self.pool.several:
-                        raise  # one edge gone: nothing to wait for, say so now
-            if error is None or attempt == self.retries:
-                break  # every edge refused the request itself, or no rounds are left
-            await asyncio.sleep(backoff_delay(attempt, hint))
-        raise refusal or error or EdgeUnavailable("no edge could take the job")
+
+        async def attempt(edge: Edge) -> HybridResult:
+            return await self._on(edge, request, lr, on_progress, route)
+
+        return await run_on_edges(self.pool, quote, attempt, route, self.retries,
+                                  min(5.0, self.connect_timeout))
 
     async def _on(self, edge: Edge, request: Generate | Enhance, lr: np.ndarray | None,
                   on_progress: ProgressCallback | None, route: Route) -> HybridResult:
         """The job on one edge, from submission to the result (or a raise before the plan)."""
+        edge.orphans.pop(request.job_id, None)  # back on this edge: resume it, do not cancel
         conn = await self.pool.connect(edge)
         self._current = edge
         route.visit(edge.url)
@@ -317,74 +283,18 @@ class AsyncHybridClient:
                         self.backend, lr_image=lr, color_fix=self.color_fix,
                         on_progress=on_progress, timeouts=self.timeouts,
                         reconnect=reconnect if self.resume else None,
-                        rescue=self._rescuer(edge, route) if self.pool.several else None,
-                        route=route)
+                        rescue=self._rescue().for_job(edge, route) if self.pool.several
+                        else None,
+                        route=route,
+                        on_orphan=lambda cancel: self.pool.orphaned(edge, cancel))
         result = await job.run()
         self.pool.worked(edge)
         self._learn(job)
         return result
 
-    def _rescuer(self, lost: Edge, route: Route) -> Rescue:
-        """Step 5 of a job that lost `lost` after the plan: another edge, if it is sooner."""
-
-        async def rescue(request: Generate | Enhance, plan: Plan, lr: np.ndarray,
-                         specs: list[TileSpec]) -> dict[int, np.ndarray]:
-            self.pool.failed(lost, "lost mid-job")
-            edge = await self._rescuing_edge(plan, specs, lost)
-            if edge is None:
-                return {}
-            route.visit(edge.url)
-            gate = asyncio.Semaphore(RESCUE_IN_FLIGHT)
-
-            async def one(spec: TileSpec) -> tuple[int, np.ndarray | None]:
-                async with gate:
-                    return spec.index, await self._rescue_tile(edge, request, plan, lr, spec)
-
-            done = await asyncio.gather(*(one(spec) for spec in specs))
-            return {index: hr for index, hr in done if hr is not None}
-
-        return rescue
-
-    async def _rescuing_edge(self, plan: Plan, specs: list[TileSpec], lost: Edge
-                             ) -> Edge | None:
-        """The edge whose quote for the missing tiles beats this device's light SR, if any."""
-        others = self.pool.candidates(exclude=lost)
-        if not others:
-            return None
-        widest = max(specs, key=lambda s: s.w * s.h)
-        quote = Quote(job_id=uuid.uuid4().hex, kind="enhance", width=widest.w,
-                      height=widest.h, scale=plan.scale, policy="edge-diffusion-all")
-        ranked = await self.pool.by_quote(others, quote, min(2.0, self.connect_timeout))
-        best = ranked[0] if ranked else None
-        if best is None or best.quote is None or best.quote.refusal is not None \
-                or best.quote.predicted_s is None:
-            return None
-        edge_s = best.quote.predicted_s * math.ceil(len(specs) / RESCUE_IN_FLIGHT)
-        device_s = sum(s.w * s.h for s in specs) * self._device_s_per_px()
-        return best.edge if edge_s < device_s else None
-
-    async def _rescue_tile(self, edge: Edge, request: Generate | Enhance, plan: Plan,
-                           lr: np.ndarray, spec: TileSpec) -> np.ndarray | None:
-        """One missing tile as an `enhance` of its LR crop; None: the device does it.
-
-        The crop is the tile itself and its seed the one the first edge would have used, so
-        the same model gives the same pixels.
-        """
-        crop = np.ascontiguousarray(lr[spec.y : spec.y + spec.h, spec.x : spec.x + spec.w])
-        seed = None if request.seed is None else (request.seed + 7919 * spec.index) % 2**31
-        try:
-            conn = await self.pool.connect(edge)
-            sub = Enhance(job_id=uuid.uuid4().hex, image=encode_image(crop, self.image_format),
-                          scale=plan.scale, prompt=request.prompt,
-                          negative_prompt=request.negative_prompt, seed=seed,
-                          policy="edge-diffusion-all", image_format=self.image_format,
-                          stats=self._stats_for(edge))
-            job = DeviceJob(conn, sub, self.backend, lr_image=crop, color_fix="none",
-                            timeouts=self.timeouts)
-            result = await job.run()
-        except HybridSRError:
-            return None
-        return None if result.degraded else np.asarray(result.image)
+    def _rescue(self) -> TileRescue:
+        return TileRescue(self.pool, self.backend, self.image_format, self.timeouts,
+                          self._device_s_per_px, min(2.0, self.connect_timeout))
 
 
 def _edge_list(edge: str | Sequence[str] | None, edges: Sequence[str] | None) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from ssl import SSLContext
@@ -15,6 +16,7 @@ from hybridsr.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     WEBSOCKET_PATH,
+    Cancel,
     DeviceProfile,
     Error,
     Hello,
@@ -89,6 +91,8 @@ class Connection:
         self.bytes_sent = 0
         self._pongs: dict[int, asyncio.Future] = {}
         self._quotes: dict[str, asyncio.Future] = {}  # by the quoted job id
+        # Jobs this connection cancelled: the edge's answer about them is expected, not news.
+        self._cancelled: collections.deque[str] = collections.deque(maxlen=64)
         self._nonces = itertools.count(1)
         # Link emulation: frames pass through a delay line each way (see sdk/link.py).
         self._up = self._down = None
@@ -175,6 +179,8 @@ class Connection:
         if self.closed_reason is not None:
             raise EdgeUnavailable(f"lost the connection to the edge: {self.closed_reason}")
         self.bytes_sent += len(frame)
+        if isinstance(message, Cancel):
+            self._cancelled.append(message.job_id)
         if self._up is not None:
             self._up.put(frame, len(frame))
         else:
@@ -273,7 +279,8 @@ class Connection:
         if queue is not None:
             queue.put_nowait(message)
         elif isinstance(message, Error):  # about no job we wait for: say it, keep nothing
-            log.warning("edge error: %s: %s", message.code, message.message)
+            level = logging.DEBUG if job_id in self._cancelled else logging.WARNING
+            log.log(level, "edge error: %s: %s", message.code, message.message)
 
     async def close(self) -> None:
         for line in (self._up, self._down):

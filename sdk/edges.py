@@ -7,7 +7,9 @@ Selection orders the edges for each job:
 - `first-available`: the order given;
 - `round-robin`: the order given, starting one further for each job.
 An edge that fails (unreachable, refusing, silent) is put on a backoff with jitter and is
-asked again once it runs out; an edge that works is forgiven at once.
+asked again once it runs out; an edge that works is forgiven at once. Jobs left running on an
+edge while it was out of reach are cancelled there when a connection to it next opens: for a
+job, a quote, or the pool's own tries to reach it again (for `ORPHAN_REACH_S`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hybridsr.protocol import ClientStats, ErrorCode, Quote, QuoteReply
+from hybridsr.protocol import Cancel, ClientStats, ErrorCode, Quote, QuoteReply
 from hybridsr.sdk.connection import Connection, session_url
 from hybridsr.sdk.errors import EdgeUnavailable, HybridSRError, InvalidEdgeURL
 
 SELECTIONS = ("fastest", "first-available", "round-robin")
 # Refusals that say "not now": try another edge, or this one again later.
 RETRYABLE = frozenset({ErrorCode.BUSY, ErrorCode.RATE_LIMITED, ErrorCode.SHUTTING_DOWN})
+# Cancels kept per edge for jobs left there while it was out of reach (the edge itself
+# cancels an unattended job after its `resume_window_s`; these only make it sooner).
+MAX_ORPHANS = 64
+# How long the pool keeps trying to reach such an edge on its own (the edge's default
+# `resume_window_s`: after it the edge has cancelled the job itself).
+ORPHAN_REACH_S = 30.0
 
 
 def backoff_delay(attempt: int, retry_after_s: float | None, cap_s: float = 30.0) -> float:
@@ -43,6 +51,8 @@ class Edge:
     retry_at: float = 0.0  # loop time before which it is not asked again
     last_error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Jobs left running there while it was out of reach, by job id: cancelled on re-contact.
+    orphans: dict[str, Cancel] = field(default_factory=dict)
 
     def available(self, now: float) -> bool:
         return now >= self.retry_at
@@ -72,8 +82,9 @@ class EdgePool:
         self.edges = [Edge(url) for url in urls]
         self.selection = selection
         self._opener = opener
-        self._stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
+        self.stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
         self._turn = 0
+        self._reaching: dict[Edge, asyncio.Task] = {}  # edges tried for their orphans' sake
 
     @property
     def several(self) -> bool:
@@ -95,7 +106,32 @@ class EdgePool:
             except HybridSRError as exc:
                 self.failed(edge, exc)
                 raise
+            await _send_orphans(edge, edge.conn)
             return edge.conn
+
+    def orphaned(self, edge: Edge, cancel: Cancel) -> None:
+        """A job left running on `edge`, which this device cannot reach now: cancel it there
+        when a connection next opens. At most `MAX_ORPHANS` wait, the newest."""
+        edge.orphans[cancel.job_id] = cancel
+        while len(edge.orphans) > MAX_ORPHANS:
+            del edge.orphans[next(iter(edge.orphans))]
+        if edge not in self._reaching:
+            task = asyncio.create_task(self._reach(edge), name=f"hybridsr-reach-{edge.url}")
+            self._reaching[edge] = task
+            task.add_done_callback(lambda _: self._reaching.pop(edge, None))
+
+    async def _reach(self, edge: Edge) -> None:
+        """Try to reach `edge` for `ORPHAN_REACH_S`, so that its orphans are cancelled without
+        waiting for this device's next job; a connection opened here is kept, as any other."""
+        deadline = self.now() + ORPHAN_REACH_S
+        attempt = 0
+        while edge.orphans and self.now() < deadline:
+            await asyncio.sleep(max(edge.retry_at - self.now(),
+                                    backoff_delay(attempt, 0.5, cap_s=5.0)))
+            try:
+                await self.connect(edge, timeout=2.0)  # sends the cancels
+            except HybridSRError:
+                attempt += 1
 
     async def reconnect(self, edge: Edge, broken: Connection, within_s: float) -> Connection:
         """A fresh connection for every job that lost `broken`, tried for `within_s`."""
@@ -169,17 +205,32 @@ class EdgePool:
     async def _quote(self, edge: Edge, quote: Quote, timeout: float) -> QuoteReply | None:
         try:
             conn = await self.connect(edge, timeout)
-            stats = self._stats_for(edge)
+            stats = self.stats_for(edge)
             return await conn.quote(quote.model_copy(update={"stats": stats}), timeout)
         except HybridSRError as exc:
             self.failed(edge, exc)
             return None
 
     async def close(self) -> None:
+        reaching = list(self._reaching.values())
+        for task in reaching:
+            task.cancel()
+        await asyncio.gather(*reaching, return_exceptions=True)
         for edge in self.edges:
             if edge.conn is not None:
                 conn, edge.conn = edge.conn, None
                 await conn.close()
+
+
+async def _send_orphans(edge: Edge, conn: Connection) -> None:
+    """Cancel the jobs this device left on `edge` (one it resumes is no longer listed)."""
+    while edge.orphans:
+        job_id, cancel = next(iter(edge.orphans.items()))
+        try:
+            await conn.send(cancel)
+        except HybridSRError:
+            return  # lost again: they wait for the next connection
+        edge.orphans.pop(job_id, None)
 
 
 async def _close_quietly(conn: Connection) -> None:

@@ -9,7 +9,8 @@
 6. the result: image, plan, timings, and the edges the job used.
 A lost connection is resumed at any step (same job id, same request: the edge re-attaches).
 Before the plan an edge that fails raises (the client may move the job to another edge);
-after it the job is finished without that edge.
+after it the job is finished without that edge. A job left behind on an edge is cancelled
+there: at once when the edge can still hear it, else on the next contact (`on_orphan`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from hybridsr.protocol import (
     TileResult,
     TileSpec,
     decode_image,
+    fingerprint,
 )
 from hybridsr.sdk.connection import BadFrame, Connection, ConnectionLost
 from hybridsr.sdk.errors import (
@@ -80,6 +82,8 @@ class StageTimeouts:
 
 
 Reconnect = Callable[[Connection], Awaitable[Connection]]
+# A job this device left running on an edge it can no longer reach: cancel it on re-contact.
+Orphan = Callable[[Cancel], None]
 # Tiles of `plan` the first edge never delivered → HR tiles another edge made (by index).
 Rescue = Callable[[Generate | Enhance, Plan, np.ndarray, list[TileSpec]],
                   Awaitable[dict[int, np.ndarray]]]
@@ -111,7 +115,8 @@ class DeviceJob:
                  lr_image: np.ndarray | None = None, color_fix: str = "wavelet",
                  on_progress: ProgressCallback | None = None,
                  timeouts: StageTimeouts | None = None, reconnect: Reconnect | None = None,
-                 rescue: Rescue | None = None, route: Route | None = None) -> None:
+                 rescue: Rescue | None = None, route: Route | None = None,
+                 on_orphan: Orphan | None = None) -> None:
         self.conn = conn
         self.request = request
         self.backend = backend
@@ -122,6 +127,7 @@ class DeviceJob:
         self.reconnect = reconnect  # None: a lost connection is not retried
         self.rescue = rescue  # None: the device does every tile the edge does not deliver
         self.route = route or Route()
+        self.on_orphan = on_orphan  # None: a cancel that cannot be sent now is dropped
         self.timings = Timings()
         self.destinations: dict[int, str] = {}
         self.stitcher: Stitcher | None = None
@@ -144,7 +150,6 @@ class DeviceJob:
         self._queue = self.conn.subscribe(self.request.job_id)
         self._bytes = [-self.conn.bytes_received, -self.conn.bytes_sent]
         device_task: asyncio.Task | None = None
-        finished = False
         try:
             await self._submit()  # 1
             plan = await self._await_plan()  # 2
@@ -158,13 +163,14 @@ class DeviceJob:
             await device_task
             degraded = await self._finish_missing(plan, lr, degraded)  # 5
             image = self._stitch()
-            finished = True
         finally:
             self.conn.unsubscribe(self.request.job_id)
             if device_task is not None and not device_task.done():
                 device_task.cancel()
-            if self.accepted and not (finished or self.ended_by_edge):
-                await self._cancel_quietly()  # tell the edge to stop working for nobody
+            if self.accepted and not self.ended_by_edge and self.done is None:
+                # Failed, or finished without the edge (its promise ran out, it went away):
+                # tell the edge to stop working for nobody.
+                await self._cancel_quietly()
         return self._result(plan, lr, image, degraded, started)  # 6
 
     # --- 1. submit -------------------------------------------------------------------
@@ -423,11 +429,20 @@ class DeviceJob:
         return True
 
     async def _cancel_quietly(self) -> None:
+        """Cancel the job on its edge; cut off from it, leave the cancel for the next contact.
+
+        A later session needs the request's sha256 to cancel it; this session, which
+        submitted or resumed the job, does not (and an edge older than that field takes it).
+        """
         if self.conn.closed_reason is None:
             try:
                 await self.conn.send(Cancel(job_id=self.request.job_id))
+                return
             except HybridSRError:
                 pass
+        if self.on_orphan is not None:
+            self.on_orphan(Cancel(job_id=self.request.job_id,
+                                  request_sha256=fingerprint(self.request)))
 
     def _mark(self, name: str, again: bool = False) -> None:
         """Note when `name` happened (the first time, or with `again` the latest)."""

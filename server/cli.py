@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--rate", dest="rate_per_s", type=float, default=d.rate_per_s,
                        help="job submissions per second per client address (0: no limit)")
+    serve.add_argument("--quote-rate", dest="quote_rate_per_s", type=float,
+                       default=d.quote_rate_per_s,
+                       help="quotes per second per client address (0: no limit)")
     serve.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
                        default=d.drain_timeout_s, help="seconds running jobs get on SIGTERM")
     serve.add_argument("--log-level", default="INFO")

@@ -42,6 +42,8 @@ class EdgeConfig:
     tls_key: str | None = None
     rate_per_s: float = 5.0  # job submissions per second per client address (token bucket)
     rate_burst: int = 20
+    quote_rate_per_s: float = 20.0  # quotes per second per client address (own bucket)
+    quote_burst: int = 60
     drain_timeout_s: float = 60.0  # on SIGTERM: how long running jobs may take to finish
     resume_window_s: float = 30.0  # a running job nobody is attached to is cancelled after
     result_ttl_s: float = 60.0  # a finished job's frames stay for a reconnecting client

@@ -2,7 +2,8 @@
 
 Every figure is in seconds or bytes. Edge costs come from timing the loaded pipelines;
 device and link costs come from the client (its `hello` profile and the `stats` it sends
-with each job). Anything missing or absurd falls back to a safe default, with a warning.
+with each job). Anything missing or absurd falls back to a safe default, with a warning for
+a job (a quote, asked for every job on every edge, logs it at DEBUG).
 """
 
 from __future__ import annotations
@@ -161,19 +162,21 @@ class DeviceCosts:
         return tile_px * self.sr_s_per_px
 
     @classmethod
-    def from_client(cls, profile: DeviceProfile | None, stats: ClientStats | None
-                    ) -> DeviceCosts:
+    def from_client(cls, profile: DeviceProfile | None, stats: ClientStats | None,
+                    quiet: bool = False) -> DeviceCosts:
+        """`quiet`: a fallback is logged at DEBUG, not WARNING (quotes: many, and cheap)."""
         costs = cls()
+        level = logging.DEBUG if quiet else logging.WARNING
         measured = stats.device_sr_s_per_lr_px if stats else None
         if measured is None and profile is not None and profile.sr_ms_per_lr_pixel is not None:
             measured = profile.sr_ms_per_lr_pixel / 1000.0
         if measured is None:
-            log.warning("device sent no SR timing; assuming a slow device")
+            log.log(level, "device sent no SR timing; assuming a slow device")
         elif _sane(measured, 1e-9, 0.1):
             costs = replace(costs, sr_s_per_px=measured)
         else:
-            log.warning("ignoring absurd device SR timing %r s/px; assuming a slow device",
-                        measured)
+            log.log(level, "ignoring absurd device SR timing %r s/px; assuming a slow device",
+                    measured)
         return costs
 
 
@@ -192,10 +195,12 @@ class LinkCosts:
         return nbytes / self.up_bytes_per_s
 
     @classmethod
-    def from_client(cls, stats: ClientStats | None) -> LinkCosts:
+    def from_client(cls, stats: ClientStats | None, quiet: bool = False) -> LinkCosts:
+        """`quiet`: a fallback is logged at DEBUG, not WARNING (quotes: many, and cheap)."""
         costs = cls()
+        level = logging.DEBUG if quiet else logging.WARNING
         if stats is None:
-            log.warning("device sent no link measurements; assuming %s", costs)
+            log.log(level, "device sent no link measurements; assuming %s", costs)
             return costs
         fields = {}
         if _sane(stats.rtt_s, 0.0, 30.0):
@@ -205,13 +210,13 @@ class LinkCosts:
         if _sane(stats.up_bytes_per_s, 1e3, 1e11):
             fields["up_bytes_per_s"] = stats.up_bytes_per_s
         if len(fields) < 3:
-            log.warning("link measurements missing or absurd (%s); defaults for the rest",
-                        stats)
+            log.log(level, "link measurements missing or absurd (%s); defaults for the rest",
+                    stats)
         return replace(costs, **fields)
 
 
-# Encoded size of an image, bytes per pixel. PNG of photographic content is 1.5-2.5 B/px;
-# measured per edge from what it really sends (see Edge.observe_bytes).
+# Encoded size of an image, bytes per pixel, before anything is measured. PNG of
+# photographic content is 1.5-2.5 B/px; each edge learns it per codec (`CodecCosts`).
 DEFAULT_BYTES_PER_PX = 2.0
 
 

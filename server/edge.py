@@ -27,7 +27,7 @@ from hybridsr.protocol import (
 from hybridsr.server.backends import Backend
 from hybridsr.server.backends import create_backend as create_model_backend
 from hybridsr.server.config import EdgeConfig
-from hybridsr.server.costs import DEFAULT_BYTES_PER_PX, CodecCosts, EdgeCosts
+from hybridsr.server.costs import CodecCosts, EdgeCosts
 from hybridsr.server.metrics import EdgeMetrics
 from hybridsr.server.presets import Preset, get_preset
 from hybridsr.server.profiling import measure_profile
@@ -53,7 +53,6 @@ class Edge:
         self.light: DeviceSR | None = None
         self._light_lock = asyncio.Lock()
         self.in_phase = {"sr": 0, "light": 0}  # jobs now using each SR worker
-        self.bytes_per_px = DEFAULT_BYTES_PER_PX
         self.codecs = CodecCosts()  # per tile codec: bytes and encode time, from real sends
         self.profile = EdgeProfile()
         self.active_jobs = 0
@@ -67,6 +66,7 @@ class Edge:
         self._finished: collections.deque[EdgeJob] = collections.deque()  # oldest first
         self._finished_bytes = 0
         self.rate_limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.quote_limiter = RateLimiter(config.quote_rate_per_s, config.quote_burst)
         self.idle = asyncio.Event()  # set while no job is running: graceful shutdown waits on it
         self.idle.set()
 
@@ -212,10 +212,6 @@ class Edge:
     def queue_wait(self) -> float:
         """Expected wait before a new job's T2I starts: queue depth times service time."""
         return self.backend.load().t2i_waiting * self.costs.service_s
-
-    def observe_bytes(self, nbytes: int, px: int) -> None:
-        if px > 0:
-            self.bytes_per_px += 0.3 * (nbytes / px - self.bytes_per_px)
 
     @contextlib.asynccontextmanager
     async def phase(self, name: str, active: bool = True) -> AsyncIterator[None]:

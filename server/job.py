@@ -299,7 +299,6 @@ class EdgeJob:
         blob = encode_with(image, self.codec)
         px = image.shape[0] * image.shape[1]
         self.edge.codecs.observe(self.codec.name, len(blob.data), px, time.perf_counter() - t0)
-        self.edge.observe_bytes(len(blob.data), px)
         return blob
 
     def _probe(self, image: np.ndarray) -> None:

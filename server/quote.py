@@ -3,7 +3,9 @@
 A running job (`server/job.py`) and a quote call the same `settle`: the same costs, the same
 choice of scale and steps on the edge's load at this moment. A quote then predicts the
 finish the way the planner does before the LR image exists, and says whether admission would
-refuse the job, without admitting it, reserving anything or taking a rate-limit token.
+refuse the job, without admitting it, reserving anything or taking a job's rate-limit token.
+Quotes have a rate limit of their own per client address (`quote_rate_per_s`, more generous
+than jobs'): past it the reply is a `rate_limited` refusal, and the planner does not run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from __future__ import annotations
 import asyncio
 
 from hybridsr.imaging.tiles import Tile, tile_grid
-from hybridsr.protocol import POLICIES, ClientStats, DeviceProfile, ProtocolError, Quote, QuoteReply
+from hybridsr.protocol import (
+    POLICIES,
+    ClientStats,
+    DeviceProfile,
+    ErrorCode,
+    ProtocolError,
+    Quote,
+    QuoteReply,
+)
 from hybridsr.protocol.images import CODECS
 from hybridsr.server.costs import DeviceCosts, LinkCosts
 from hybridsr.server.edge import Edge
@@ -26,9 +36,14 @@ from hybridsr.server.planner import (
 from hybridsr.server.validation import JobRequest, validate_quote
 
 
-def job_costs(edge: Edge, device: DeviceProfile | None, stats: ClientStats | None) -> Costs:
-    """What the planner knows: this edge's measured costs, this device and this link."""
-    return Costs(edge.costs, DeviceCosts.from_client(device, stats), LinkCosts.from_client(stats))
+def job_costs(edge: Edge, device: DeviceProfile | None, stats: ClientStats | None,
+              quiet: bool = False) -> Costs:
+    """What the planner knows: this edge's measured costs, this device and this link.
+
+    `quiet` (quotes): fallbacks for missing or absurd client figures are logged at DEBUG.
+    """
+    return Costs(edge.costs, DeviceCosts.from_client(device, stats, quiet),
+                 LinkCosts.from_client(stats, quiet))
 
 
 def sr_ahead(edge: Edge) -> int | None:
@@ -79,6 +94,11 @@ async def quote(message: Quote, edge: Edge, device: DeviceProfile | None, client
     """The planner's answer for `message` on this edge now; a refusal is a field, not an error."""
     offered = dict(scales=list(edge.preset.scales), presets=[edge.preset.name],
                    policies=list(POLICIES))
+    wait = edge.quote_limiter.acquire(client_key)  # quotes run the planner: not for free
+    if wait > 0:
+        return QuoteReply(job_id=message.job_id, refusal=ErrorCode.RATE_LIMITED.value,
+                          message=f"too many quotes from {client_key}; retry in {wait:.2f} s",
+                          retry_after_s=round(wait, 3), **offered)
     try:
         req = validate_quote(message, edge.limits, edge.preset)
     except ProtocolError as exc:
@@ -89,7 +109,7 @@ async def quote(message: Quote, edge: Edge, device: DeviceProfile | None, client
         edge.admit(client_key, take=False)
     except ProtocolError as exc:
         refusal = exc
-    costs = job_costs(edge, device, req.stats)
+    costs = job_costs(edge, device, req.stats, quiet=True)
     shape = await settle(req, edge, costs, CODECS[req.image_format].name)
     predicted = await asyncio.to_thread(estimate, shape, costs, req.policy)
     return QuoteReply(

@@ -52,9 +52,7 @@ class RateLimiter:
         """Take one token; returns 0.0 when allowed, else seconds until one is available."""
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        tokens, now = self._tokens(key)
         if tokens >= 1.0:
             self._remember(key, tokens - 1.0, now)
             return 0.0
@@ -65,10 +63,14 @@ class RateLimiter:
         """What `acquire` would return now, taking nothing."""
         if self.rate <= 0:
             return 0.0
+        tokens, _ = self._tokens(key)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def _tokens(self, key: str) -> tuple[float, float]:
+        """The key's tokens now (refilled since its last visit), and now."""
         now = time.monotonic()
         tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        return min(float(self.burst), tokens + (now - last) * self.rate), now
 
     def _remember(self, key: str, tokens: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self.max_clients:

@@ -7,7 +7,7 @@ only that job. Whatever one client sends, the others keep being served.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import hmac
 import logging
 import uuid
 
@@ -31,6 +31,7 @@ from hybridsr.protocol import (
     Welcome,
     decode,
     encode,
+    fingerprint,
 )
 from hybridsr.server.edge import EDGE_KEY, Edge
 from hybridsr.server.job import EdgeJob
@@ -38,6 +39,7 @@ from hybridsr.server.quote import quote
 from hybridsr.server.validation import validate_enhance, validate_generate
 
 log = logging.getLogger(__name__)
+
 
 class Session:
     def __init__(self, ws: web.WebSocketResponse, edge: Edge, client_key: str = "") -> None:
@@ -110,22 +112,32 @@ class Session:
         elif isinstance(message, Ping):
             await self.send(Pong(nonce=message.nonce, padding=bytes(message.reply_bytes)))
         elif isinstance(message, Cancel):
-            job = self.jobs.get(message.job_id)  # only jobs this session submitted or resumed
-            if job is None or job.finished:
-                raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running job {message.job_id!r}")
-            job.cancel()
+            self.cancel(message)
         else:
             raise ProtocolError(
                 ErrorCode.INVALID_MESSAGE, f"a client does not send {message.type!r}"
             )
 
+    def cancel(self, message: Cancel) -> None:
+        """A job this session submitted or resumed, or one whose request's sha256 it knows
+        (the resume rule: a device that lost its session stops the job it left behind)."""
+        job = self.jobs.get(message.job_id)
+        if job is None and message.request_sha256 is not None:
+            known = self.edge.jobs.get(message.job_id)
+            if known is not None and known.fingerprint and hmac.compare_digest(
+                    known.fingerprint, message.request_sha256):
+                job = known
+        if job is None or job.finished:
+            raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running job {message.job_id!r}")
+        job.cancel()
+
     async def start_job(self, message: Generate | Enhance) -> None:
         """A new job, or — same job id, same request — the job we already have (resume)."""
         edge = self.edge
         self.jobs = {k: j for k, j in self.jobs.items() if not j.finished}  # keep memory flat
-        fingerprint = hashlib.sha256(encode(message)).hexdigest()
+        request_sha256 = fingerprint(message)
         if message.job_id in edge.jobs:
-            await self._resume(message.job_id, fingerprint)
+            await self._resume(message.job_id, request_sha256)
             return
         if isinstance(message, Generate):
             request = validate_generate(message, edge.limits, edge.preset)
@@ -133,13 +145,13 @@ class Session:
             request = await asyncio.to_thread(validate_enhance, message, edge.limits,
                                               edge.preset)
         if message.job_id in edge.jobs:  # another session took the id while we decoded
-            await self._resume(message.job_id, fingerprint)
+            await self._resume(message.job_id, request_sha256)
             return
         edge.admit(self.client_key)
         # Register and start before anything awaits: the id is taken at once, and a client
         # that vanishes before `accepted` reaches it leaves a job it can still resume.
         position = edge.job_started()
-        job = EdgeJob(request, edge, self.send, fingerprint, device=self.device)
+        job = EdgeJob(request, edge, self.send, request_sha256, device=self.device)
         self.jobs[request.job_id] = job
         edge.launch(job)
         try:
@@ -147,9 +159,9 @@ class Session:
         except Exception:  # gone: `serve` detaches the job; the client may come back
             log.info("session %s: could not confirm job %s", self.id, request.job_id)
 
-    async def _resume(self, job_id: str, fingerprint: str) -> None:
+    async def _resume(self, job_id: str, request_sha256: str) -> None:
         existing = self.edge.jobs[job_id]
-        if existing.fingerprint != fingerprint:
+        if existing.fingerprint != request_sha256:
             raise ProtocolError(ErrorCode.DUPLICATE_JOB,
                                 f"job id {job_id!r} is taken by another request")
         self.jobs[job_id] = existing

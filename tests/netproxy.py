@@ -10,6 +10,7 @@ class Proxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.connections = 0
+        self.blocked = False  # new connections are dropped at once: the edge is out of reach
         self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Event]] = []
         self._server: asyncio.base_events.Server | None = None
 
@@ -35,12 +36,19 @@ class Proxy:
             upstream.transport.abort()
         self._pairs.clear()
 
+    def block(self, blocked: bool = True) -> None:
+        """Drop new connections as they come (`block(False)`: let them through again)."""
+        self.blocked = blocked
+
     def stall(self) -> None:
         """Stop relaying on the open connections but keep them open: a hung link."""
         for _, _, flowing in self._pairs:
             flowing.clear()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            writer.transport.abort()
+            return
         self.connections += 1
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         flowing = asyncio.Event()

@@ -4,6 +4,7 @@ imaging, never sdk. The device side (protocol, imaging, sdk, the CLI) never load
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,32 @@ def test_ray_is_imported_only_by_the_ray_backend_when_it_runs(module, loads_ray)
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(str(loads_ray))
+
+
+# --- names loaded on first use (protocol/lazy.py) --------------------------------------
+
+
+@pytest.mark.parametrize("package", ["hybridsr.protocol", "hybridsr.sdk"])
+def test_lazy_names_load_on_first_use_and_every_listed_name_exists(package):
+    code = (f"import sys, importlib; p = importlib.import_module({package!r}); "
+            "before = 'pydantic' in sys.modules; "
+            "values = [getattr(p, n) for n in p.__all__]; "
+            "print(before, 'pydantic' in sys.modules, all(n in vars(p) for n in p.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "True"]
+
+
+def test_lazy_names_refuse_unknown_and_doubly_listed_names():
+    import hybridsr.protocol
+    import hybridsr.sdk
+    from hybridsr.protocol.lazy import lazy_names
+
+    with pytest.raises(AttributeError, match="'hybridsr.sdk' has no attribute 'Nope'"):
+        hybridsr.sdk.Nope  # noqa: B018
+    with pytest.raises(ImportError):
+        from hybridsr.protocol import Nope  # noqa: F401
+    assert hybridsr.protocol.Quote is importlib.import_module("hybridsr.protocol.messages").Quote
+    with pytest.raises(ValueError, match="'Quote' is listed under both"):
+        lazy_names("pkg", {".a": ("Quote",), ".b": ("Quote",)}, {})
