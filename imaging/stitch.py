@@ -8,8 +8,8 @@ into each other over the whole overlap instead of meeting at a hard edge.
 The image is cut at every tile edge into cells, each covered by a fixed set of tiles. A
 cell one tile covers alone is a copy of that tile (uint8, no arithmetic); a cell where
 tiles overlap is blended once, when its last tile arrives, with each tile's share of the
-mean computed ahead (one row of factors between left and right neighbours, one column
-between upper and lower, a map only in corners). Working cell by cell keeps every
+mean normalised first (one row of factors between left and right neighbours, one column
+between upper and lower, an outer product in corners). Working cell by cell keeps every
 temporary small: fresh multi-MB numpy temporaries cost a page fault per 4 KiB, which was
 most of the time of blending whole strips.
 """
@@ -138,24 +138,37 @@ def _cells(tiles: Sequence[Tile], width: int, height: int, scale: int) -> dict[C
             for (r, c), cov in sorted(cover.items())}
 
 
+def _labels(arrays: list[np.ndarray]) -> list[int]:
+    """Equal arrays get equal labels (0, 1, ...), in order of first appearance."""
+    seen: dict[bytes, int] = {}
+    return [seen.setdefault(a.tobytes(), len(seen)) for a in arrays]
+
+
 def _cell_weights(factors: list[tuple[np.ndarray, np.ndarray]], channels: int) -> list[np.ndarray]:
     """Each tile's share of a cell's weighted mean, shaped to multiply (rows, cols*channels).
 
-    Where the tiles' row factors agree (a seam between left and right neighbours) the
-    shares are one row, where the column factors agree one column; only corners need a
-    map. Normalising here once makes the blend a sum of products, with no division.
+    On a grid the tiles of a cell are every pairing of a few column factors with a few
+    row factors, so the weight sum is a product of two 1-D sums and each share is a row
+    (left/right seam), a column (top/bottom seam) or one outer product (corner). Other
+    layouts divide full maps. Normalising once here makes the blend a sum of products.
     """
-    fxs = [f[0].astype(np.float64) for f in factors]
-    fys = [f[1].astype(np.float64) for f in factors]
-    if all(np.array_equal(fy, fys[0]) for fy in fys):
-        total = sum(fxs)
-        return [np.repeat(fx / total, channels)[None, :].astype(np.float32) for fx in fxs]
-    if all(np.array_equal(fx, fxs[0]) for fx in fxs):
-        total = sum(fys)
-        return [(fy / total)[:, None].astype(np.float32) for fy in fys]
-    maps = [np.outer(fy, fx) for fx, fy in zip(fxs, fys, strict=True)]
+    fxs = [f[0] for f in factors]
+    fys = [f[1] for f in factors]
+    cols, rows = _labels(fxs), _labels(fys)
+    n_cols, n_rows = max(cols) + 1, max(rows) + 1
+    if len(set(zip(cols, rows, strict=True))) == len(factors) == n_cols * n_rows:
+        sx = sum(fxs[cols.index(c)].astype(np.float64) for c in range(n_cols))
+        sy = sum(fys[rows.index(r)].astype(np.float64) for r in range(n_rows))
+        gx = [np.repeat(fx / sx, channels).astype(np.float32) for fx in fxs]
+        gy = [(fy / sy).astype(np.float32) for fy in fys]
+        if n_rows == 1:
+            return [g[None, :] for g in gx]
+        if n_cols == 1:
+            return [g[:, None] for g in gy]
+        return [np.outer(y, x) for x, y in zip(gx, gy, strict=True)]
+    maps = [np.outer(fy, np.repeat(fx, channels)) for fx, fy in zip(fxs, fys, strict=True)]
     total = sum(maps)
-    return [np.repeat(m / total, channels, axis=1).astype(np.float32) for m in maps]
+    return [m / total for m in maps]
 
 
 class Stitcher:
