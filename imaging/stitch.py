@@ -205,9 +205,9 @@ class Stitcher:
                 self._cells_of[self.tiles[p].index].append(cell)
         self._waiting: dict[Cell, dict[int, np.ndarray]] = {}  # overlap cell -> tiles so far
         self._out = np.empty((height * scale, width * scale, channels), dtype=np.uint8)
-        self._claimed: set[int] = set()
         self._added: set[int] = set()
-        self._lock = threading.Lock()
+        self._busy = 0  # adds still copying or blending outside the lock
+        self._lock = threading.Condition()
 
     def _part(self, index: int, cell: Cell) -> tuple[slice, slice]:
         """Where `cell` lies inside tile `index`, in the tile's HR pixels."""
@@ -250,39 +250,45 @@ class Stitcher:
             raise ValueError(f"tile {index}: expected uint8, got {arr.dtype}")
         ready = []
         with self._lock:
-            if index in self._claimed:
+            if index in self._added:
                 raise ValueError(f"tile {index} was already added")
-            self._claimed.add(index)
+            self._added.add(index)
+            self._busy += 1
             for cell in self._cells_of[index]:
                 if len(self._cover[cell]) > 1:
                     got = self._waiting.setdefault(cell, {})
                     got[index] = arr
                     if len(got) == len(self._cover[cell]):
                         ready.append((cell, self._waiting.pop(cell)))
-        # Cells are disjoint and each is written by one add: no lock needed from here on.
-        for cell in self._cells_of[index]:
-            if len(self._cover[cell]) == 1:
-                y0, y1, x0, x1 = cell
-                self._out[y0:y1, x0:x1] = arr[self._part(index, cell)]
-        for cell, arrays in ready:
-            self._blend(cell, arrays)
-        with self._lock:
-            self._added.add(index)
+        try:  # cells are disjoint and each is written by one add: no lock needed here
+            for cell in self._cells_of[index]:
+                if len(self._cover[cell]) == 1:
+                    y0, y1, x0, x1 = cell
+                    self._out[y0:y1, x0:x1] = arr[self._part(index, cell)]
+            for cell, arrays in ready:
+                self._blend(cell, arrays)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._lock.notify_all()
 
     @property
     def missing(self) -> list[int]:
-        """Indexes of tiles not added yet (or still being added), ascending."""
+        """Indexes of tiles not added yet, ascending."""
         with self._lock:
             return sorted(set(self._tiles) - self._added)
 
     def result(self) -> np.ndarray:
         """The stitched uint8 HR image; raises ValueError while tiles are missing.
 
-        Returns the stitcher's own array (no copy): every pixel is final by now.
+        Waits for adds still blending in other threads, then returns the stitcher's own
+        array (no copy): every pixel is final by then.
         """
-        missing = self.missing
-        if missing:
-            raise ValueError(f"{len(missing)} tile(s) missing, e.g. {missing[:8]}")
+        with self._lock:
+            missing = sorted(set(self._tiles) - self._added)
+            if missing:
+                raise ValueError(f"{len(missing)} tile(s) missing, e.g. {missing[:8]}")
+            self._lock.wait_for(lambda: self._busy == 0)
         return self._out
 
 
