@@ -95,30 +95,27 @@ def _box_mean(tile: np.ndarray, s: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3)).reshape((h, w) + tile.shape[2:])
 
 
-def _neighbour_deltas(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x[i-1] - x[i] and x[i+1] - x[i] along axis 0, edge clamped (0 at the ends)."""
-    before, after = np.zeros_like(x), np.zeros_like(x)
-    np.subtract(x[:-1], x[1:], out=before[1:])
-    np.subtract(x[1:], x[:-1], out=after[:-1])
-    return before, after
-
-
 def _upsample_rows(x: np.ndarray, s: int, out: np.ndarray | None = None,
                    add: np.ndarray | None = None) -> np.ndarray:
     """Linear interpolation by `s` along axis 0 at pixel centres, edge clamped (as Pillow's
     bilinear resize), optionally plus `add` and rounded into a uint8 `out`.
 
-    Output row s*i + k lies (k + 0.5)/s - 0.5 of a row from row i: each of the s phases
-    is x plus a fixed fraction of one neighbour's difference, written as whole rows. With
-    `add` the full-size float result never exists, only one phase at a time.
+    Output row s*i + k lies f = (k + 0.5)/s - 0.5 of a row from row i: each of the s
+    phases is x plus |f| times the difference to one neighbour, written as whole rows.
+    One phase-sized buffer is reused; with `add` the full-size float result never exists.
     """
-    before, after = _neighbour_deltas(x)
     if out is None:
         out = np.empty((x.shape[0] * s,) + x.shape[1:], dtype=np.float32)
     row = np.empty_like(x)
     for k in range(s):
         f = (k + 0.5) / s - 0.5
-        np.multiply(before if f < 0 else after, np.float32(abs(f)), out=row)
+        if f < 0:  # towards the row above; the first row has none (edge clamped)
+            np.subtract(x[:-1], x[1:], out=row[1:])
+            row[:1] = 0
+        else:
+            np.subtract(x[1:], x[:-1], out=row[:-1])
+            row[-1:] = 0
+        row *= np.float32(abs(f))
         row += x
         if add is not None:
             row += add[k::s]

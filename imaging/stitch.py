@@ -144,13 +144,18 @@ def _labels(arrays: list[np.ndarray]) -> list[int]:
     return [seen.setdefault(a.tobytes(), len(seen)) for a in arrays]
 
 
-def _cell_weights(factors: list[tuple[np.ndarray, np.ndarray]], channels: int) -> list[np.ndarray]:
-    """Each tile's share of a cell's weighted mean, shaped to multiply (rows, cols*channels).
+Share = tuple[np.ndarray | None, np.ndarray | None]  # (across a row, down a column)
+
+BLOCK = 1 << 16  # float32 values per blending step: two such buffers stay in a core's L2
+
+
+def _cell_weights(factors: list[tuple[np.ndarray, np.ndarray]], channels: int) -> list[Share]:
+    """Each tile's share of a cell's weighted mean, as factors of (rows, cols*channels).
 
     On a grid the tiles of a cell are every pairing of a few column factors with a few
     row factors, so the weight sum is a product of two 1-D sums and each share is a row
-    (left/right seam), a column (top/bottom seam) or one outer product (corner). Other
-    layouts divide full maps. Normalising once here makes the blend a sum of products.
+    (left/right seam), a column (top/bottom seam) or both (corner). Other layouts get
+    full maps "across". Normalising once here makes the blend a sum of products.
     """
     fxs = [f[0] for f in factors]
     fys = [f[1] for f in factors]
@@ -159,16 +164,23 @@ def _cell_weights(factors: list[tuple[np.ndarray, np.ndarray]], channels: int) -
     if len(set(zip(cols, rows, strict=True))) == len(factors) == n_cols * n_rows:
         sx = sum(fxs[cols.index(c)].astype(np.float64) for c in range(n_cols))
         sy = sum(fys[rows.index(r)].astype(np.float64) for r in range(n_rows))
-        gx = [np.repeat(fx / sx, channels).astype(np.float32) for fx in fxs]
-        gy = [(fy / sy).astype(np.float32) for fy in fys]
-        if n_rows == 1:
-            return [g[None, :] for g in gx]
-        if n_cols == 1:
-            return [g[:, None] for g in gy]
-        return [np.outer(y, x) for x, y in zip(gx, gy, strict=True)]
+        return [(np.repeat(fx / sx, channels).astype(np.float32)[None, :] if n_cols > 1 else None,
+                 (fy / sy).astype(np.float32)[:, None] if n_rows > 1 else None)
+                for fx, fy in zip(fxs, fys, strict=True)]
     maps = [np.outer(fy, np.repeat(fx, channels)) for fx, fy in zip(fxs, fys, strict=True)]
     total = sum(maps)
-    return [m / total for m in maps]
+    return [(m / total, None) for m in maps]
+
+
+def _weigh(part: np.ndarray, share: Share, rows: slice, out: np.ndarray) -> None:
+    """out = part times its share, on the given rows of the cell."""
+    across, down = share
+    if across is not None:
+        np.multiply(part, across if across.shape[0] == 1 else across[rows], out=out)
+        if down is not None:
+            out *= down[rows]
+    else:
+        np.multiply(part, down[rows], out=out)
 
 
 class Stitcher:
@@ -204,6 +216,8 @@ class Stitcher:
             for p in positions:
                 self._cells_of[self.tiles[p].index].append(cell)
         self._waiting: dict[Cell, dict[int, np.ndarray]] = {}  # overlap cell -> tiles so far
+        self._widest = max((c[3] - c[2]) * channels for c in self._cover)
+        self._local = threading.local()
         self._out = np.empty((height * scale, width * scale, channels), dtype=np.uint8)
         self._added: set[int] = set()
         self._busy = 0  # adds still copying or blending outside the lock
@@ -215,8 +229,18 @@ class Stitcher:
         y0, y1, x0, x1 = cell
         return slice(y0 - t.y * s, y1 - t.y * s), slice(x0 - t.x * s, x1 - t.x * s)
 
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two float32 buffers of this thread, allocated once per stitcher: fresh
+        multi-MB temporaries per cell cost a page fault per 4 KiB."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            size = max(BLOCK, self._widest)
+            bufs = self._local.bufs = (np.empty(size, np.float32), np.empty(size, np.float32))
+        return bufs
+
     def _blend(self, cell: Cell, arrays: dict[int, np.ndarray]) -> None:
-        """Write the weighted mean of the tiles covering `cell` into the image."""
+        """Write the weighted mean of the tiles covering `cell` into the image, a block of
+        rows at a time."""
         y0, y1, x0, x1 = cell
         rows, cols, parts, factors = y1 - y0, (x1 - x0) * self.channels, [], []
         for index in self._cover[cell]:
@@ -224,15 +248,19 @@ class Stitcher:
             parts.append(arrays[index][r, c].reshape(rows, cols))
             fx, fy = self._factors[index]
             factors.append((fx[c], fy[r]))
-        acc = np.empty((rows, cols), dtype=np.float32)
-        term = np.empty_like(acc)
-        for i, (part, share) in enumerate(zip(parts, _cell_weights(factors, self.channels),
-                                              strict=True)):
-            np.multiply(part, share, out=acc if i == 0 else term)
-            if i:
-                acc += term
-        np.rint(acc, out=acc)  # a mean of uint8 values: already within 0..255
-        self._out[y0:y1, x0:x1] = acc.reshape(rows, x1 - x0, self.channels)
+        shares = _cell_weights(factors, self.channels)
+        acc_buf, term_buf = self._scratch()
+        step = max(1, BLOCK // cols)
+        for r0 in range(0, rows, step):
+            band = slice(r0, min(rows, r0 + step))
+            n = band.stop - r0
+            acc, term = acc_buf[: n * cols].reshape(n, cols), term_buf[: n * cols].reshape(n, cols)
+            for i, (part, share) in enumerate(zip(parts, shares, strict=True)):
+                _weigh(part[band], share, band, acc if i == 0 else term)
+                if i:
+                    acc += term
+            np.rint(acc, out=acc)  # a mean of uint8 values: already within 0..255
+            self._out[y0 + r0 : y0 + band.stop, x0:x1] = acc.reshape(n, x1 - x0, self.channels)
 
     def add(self, index: int, hr_tile: np.ndarray) -> None:
         """Blend in the HR tile for `index` (uint8, h*s x w*s x C); each index once."""
