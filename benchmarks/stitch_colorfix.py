@@ -9,11 +9,13 @@ and in process CPU time (the fairer figure on a machine shared with other jobs; 
 steps are single-threaded numpy/Pillow). Run it with OPENBLAS_NUM_THREADS=1 for the same.
 With ``--threads N`` the tiles are colour-fixed and added from N threads, as the SDK
 prepares each arriving edge tile in a worker thread (numpy and Pillow release the GIL).
-``--quality`` instead compares the colour fix the device runs (at x4 the low band comes from
-the LR image, `wavelet_color_fix_lr`) with the full-resolution fix against the bicubic
-reference, on the 8 diffusion tiles with this benchmark's drift and with a harder one.
+``--keep`` keeps every run's images alive, as a job's caller does, so each run writes fresh
+memory (page faults included). ``--quality`` instead compares the colour fix the device
+runs (at x4 the low band comes from the LR image, `wavelet_color_fix_lr`) with the
+full-resolution fix against the bicubic reference, on the 8 diffusion tiles with this
+benchmark's drift and with a harder one.
 
-    python benchmarks/stitch_colorfix.py [--repeats 7] [--threads 1] [--quality]
+    python benchmarks/stitch_colorfix.py [--repeats 7] [--threads 1] [--keep] [--quality]
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def job() -> tuple[np.ndarray, list[TileSpec], dict[int, np.ndarray]]:
     return lr, specs, hrs
 
 
-def run_once(lr, specs, hrs, clock=time.perf_counter, pool=None) -> tuple[float, float]:
+def run_once(lr, specs, hrs, clock=time.perf_counter, pool=None, keep=None
+             ) -> tuple[float, float]:
     run = pool.map if pool is not None else map
     t0 = clock()
     fixes = run(lambda s: correct_edge_tile(lr, s, SCALE, hrs[s.index], "wavelet"), specs)
@@ -60,7 +63,9 @@ def run_once(lr, specs, hrs, clock=time.perf_counter, pool=None) -> tuple[float,
     t1 = clock()
     st = Stitcher(LR, LR, SCALE, [as_tile(s) for s in specs])
     list(run(lambda s: st.add(s.index, fixed[s.index]), specs))
-    st.result()
+    image = st.result()
+    if keep is not None:  # as a job's caller does: the next run gets fresh memory
+        keep.append((image, fixed))
     return t1 - t0, clock() - t1
 
 
@@ -119,19 +124,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep every run's images alive")
     args = ap.parse_args()
     lr, specs, hrs = job()
     if args.quality:
         return quality(lr, specs, hrs)
     pool = ThreadPoolExecutor(args.threads) if args.threads > 1 else None
-    run_once(lr, specs, hrs, pool=pool)  # warm-up
+    keep: list | None = [] if args.keep else None
+    run_once(lr, specs, hrs, pool=pool, keep=keep)  # warm-up
     for name, clock in (("wall", time.perf_counter), ("cpu", time.process_time)):
-        runs = [run_once(lr, specs, hrs, clock, pool) for _ in range(args.repeats)]
+        runs = [run_once(lr, specs, hrs, clock, pool, keep) for _ in range(args.repeats)]
         fix = statistics.median(r[0] for r in runs)
         stitch = statistics.median(r[1] for r in runs)
         total = statistics.median(r[0] + r[1] for r in runs)
         print(f"{LR * SCALE}² ({len(specs)} tiles, {N_DIFFUSION} colour-fixed, "
-              f"{args.threads} thread(s)), {name} time, "
+              f"{args.threads} thread(s){', kept' if args.keep else ''}), {name} time, "
               f"median of {args.repeats}: colour fix {fix * 1e3:.0f} ms, "
               f"stitch {stitch * 1e3:.0f} ms, total {total * 1e3:.0f} ms")
 
