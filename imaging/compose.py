@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from hybridsr.imaging.colorfix import color_fix
+from hybridsr.imaging.colorfix import color_fix, wavelet_color_fix_lr
 from hybridsr.imaging.lightsr import DeviceSR
 from hybridsr.imaging.stitch import Stitcher
 from hybridsr.imaging.tiles import Tile, crop_with_context, upscale_tile
@@ -93,9 +93,14 @@ def correct_edge_tile(lr: np.ndarray, spec: TileSpec, scale: int, hr: np.ndarray
     """Match a diffusion tile's tones to the LR image so it meets light-SR tiles seamlessly.
 
     Light-SR tiles from the edge are the same SR the device runs: they need no correction.
+    At power-of-two scales the wavelet fix takes its low band from the LR pixels directly
+    (`wavelet_color_fix_lr`, several times cheaper); other scales and fixes compare against
+    the LR tile upscaled bicubically.
     """
     if method == "none" or spec.method != "diffusion":
         return hr
+    if method == "wavelet" and scale & (scale - 1) == 0:
+        return wavelet_color_fix_lr(hr, lr[spec.y : spec.y + spec.h, spec.x : spec.x + spec.w])
     tile = as_tile(spec)
     patch, dx, dy = crop_with_context(lr, tile, 2)
     big = Image.fromarray(patch).resize(

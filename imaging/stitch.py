@@ -5,9 +5,13 @@ neighbours, and the image is the weighted mean. On a regular grid the ramps of t
 neighbours sum to 1, so identical tiles stitch back exactly and differing tiles fade
 into each other over the whole overlap instead of meeting at a hard edge.
 
-Only the ramps need arithmetic: where a tile's weight is 1 and no other tile covers the
-pixel, the weighted mean is the tile itself, so that part is copied as uint8 and the
-float accumulation (and the final division) runs on the overlap strips alone.
+The image is cut at every tile edge into cells, each covered by a fixed set of tiles. A
+cell one tile covers alone is a copy of that tile (uint8, no arithmetic); a cell where
+tiles overlap is blended once, when its last tile arrives, with each tile's share of the
+mean normalised first (one row of factors between left and right neighbours, one column
+between upper and lower, an outer product in corners). Working cell by cell keeps every
+temporary small: a fresh multi-MB numpy temporary costs a page fault per 4 KiB, about 20
+times the arithmetic of one pass over it.
 """
 
 from __future__ import annotations
@@ -111,28 +115,82 @@ def tile_weights(
     return [np.outer(fy, fx) for fx, fy in _weight_factors(tiles, width, height, scale, ramp)]
 
 
-Box = tuple[slice, slice]
-Rect = tuple[int, int, int, int]  # y0, y1, x0, x1 in HR image pixels
+Cell = tuple[int, int, int, int]  # y0, y1, x0, x1 in HR image pixels
 
 
-def _strips(h: int, w: int, side: np.ndarray) -> tuple[Box | None, list[Box]]:
-    """A tile's full-weight core and the strips around it where its weight ramps (HR px)."""
-    left, right, top, bottom = (int(v) for v in side)
-    if left + right >= w or top + bottom >= h:  # ramps meet: no core
-        return None, [(slice(0, h), slice(0, w))]
-    core = (slice(top, h - bottom), slice(left, w - right))
-    strips = [(slice(0, top), slice(0, w)), (slice(h - bottom, h), slice(0, w)),
-              (slice(top, h - bottom), slice(0, left)),
-              (slice(top, h - bottom), slice(w - right, w))]
-    return core, [b for b in strips if b[0].stop > b[0].start and b[1].stop > b[1].start]
+def _cells(tiles: Sequence[Tile], width: int, height: int, scale: int) -> dict[Cell, list[int]]:
+    """The image cut at every tile edge, each piece with the tiles covering it (positions).
+
+    Inside one piece the same tiles overlap everywhere, so it is either a copy of one tile
+    or one weighted mean of a fixed set of tiles.
+    """
+    xs = sorted({0, width, *(t.x for t in tiles), *(t.x + t.w for t in tiles)})
+    ys = sorted({0, height, *(t.y for t in tiles), *(t.y + t.h for t in tiles)})
+    cover: dict[tuple[int, int], list[int]] = {}
+    for pos, t in enumerate(tiles):
+        for r in range(ys.index(t.y), ys.index(t.y + t.h)):
+            for c in range(xs.index(t.x), xs.index(t.x + t.w)):
+                cover.setdefault((r, c), []).append(pos)
+    if len(cover) != (len(ys) - 1) * (len(xs) - 1):
+        raise ValueError("tiles do not cover the whole image")
+    s = scale
+    return {(ys[r] * s, ys[r + 1] * s, xs[c] * s, xs[c + 1] * s): cov
+            for (r, c), cov in sorted(cover.items())}
+
+
+def _labels(arrays: list[np.ndarray]) -> list[int]:
+    """Equal arrays get equal labels (0, 1, ...), in order of first appearance."""
+    seen: dict[bytes, int] = {}
+    return [seen.setdefault(a.tobytes(), len(seen)) for a in arrays]
+
+
+Share = tuple[np.ndarray | None, np.ndarray | None]  # (across a row, down a column)
+
+BLOCK = 1 << 16  # float32 values per blending step: two such buffers stay in a core's L2
+
+
+def _cell_weights(factors: list[tuple[np.ndarray, np.ndarray]], channels: int) -> list[Share]:
+    """Each tile's share of a cell's weighted mean, as factors of (rows, cols*channels).
+
+    On a grid the tiles of a cell are every pairing of a few column factors with a few
+    row factors, so the weight sum is a product of two 1-D sums and each share is a row
+    (left/right seam), a column (top/bottom seam) or both (corner). Other layouts get
+    full maps "across". Normalising once here makes the blend a sum of products.
+    """
+    fxs = [f[0] for f in factors]
+    fys = [f[1] for f in factors]
+    cols, rows = _labels(fxs), _labels(fys)
+    n_cols, n_rows = max(cols) + 1, max(rows) + 1
+    if len(set(zip(cols, rows, strict=True))) == len(factors) == n_cols * n_rows:
+        sx = sum(fxs[cols.index(c)].astype(np.float64) for c in range(n_cols))
+        sy = sum(fys[rows.index(r)].astype(np.float64) for r in range(n_rows))
+        return [(np.repeat(fx / sx, channels).astype(np.float32)[None, :] if n_cols > 1 else None,
+                 (fy / sy).astype(np.float32)[:, None] if n_rows > 1 else None)
+                for fx, fy in zip(fxs, fys, strict=True)]
+    maps = [np.outer(fy, np.repeat(fx, channels)) for fx, fy in zip(fxs, fys, strict=True)]
+    total = sum(maps)
+    return [(m / total, None) for m in maps]
+
+
+def _weigh(part: np.ndarray, share: Share, rows: slice, out: np.ndarray) -> None:
+    """out = part times its share, on the given rows of the cell."""
+    across, down = share
+    if across is not None:
+        np.multiply(part, across if across.shape[0] == 1 else across[rows], out=out)
+        if down is not None:
+            out *= down[rows]
+    else:
+        np.multiply(part, down[rows], out=out)
 
 
 class Stitcher:
     """Accumulates HR tiles as they arrive, in any order and from any thread.
 
-    Edge tiles stream in one by one while device tiles are computed in parallel;
-    keeping only a running weighted sum of the overlap strips (and the cores as they
-    are) avoids holding every tile until the end.
+    Edge tiles stream in one by one while device tiles are computed in parallel. A tile's
+    parts that no other tile covers are copied into the image at once; a part where tiles
+    overlap is blended as soon as its last tile arrives, in one pass over small arrays that
+    stay in cache (so no work piles up for `result`). Until then the stitcher keeps a view
+    of the tile: do not modify a tile after adding it.
     """
 
     def __init__(
@@ -151,49 +209,58 @@ class Stitcher:
         factors = _weight_factors(self.tiles, width, height, scale, ramp)
         self._tiles = {t.index: t for t in self.tiles}
         self._factors = {t.index: f for t, f in zip(self.tiles, factors, strict=True)}
-        count = np.zeros((height, width), dtype=np.int32)
-        for t in self.tiles:
-            count[t.y : t.y + t.h, t.x : t.x + t.w] += 1
-        if not count.all():
-            raise ValueError("tiles do not cover the whole image")
-        sides = _side_overlaps(self.tiles)
-        self._cores: dict[int, Box | None] = {}
-        boxes: set[Rect] = set()  # every tile's strips; neighbours share most of them
-        for t, side in zip(self.tiles, sides, strict=True):
-            core, strips = self._parts_of(t, side, count)
-            self._cores[t.index] = core
-            y, x = t.y * scale, t.x * scale
-            boxes.update((y + r.start, y + r.stop, x + c.start, x + c.stop) for r, c in strips)
-        self._boxes = sorted(boxes)
-        self._acc = {b: np.zeros((b[1] - b[0], b[3] - b[2], channels), np.float32)
-                     for b in self._boxes}
-        self._wsum = {b: np.zeros((b[1] - b[0], b[3] - b[2]), np.float32) for b in self._boxes}
+        self._cells_of: dict[int, list[Cell]] = {t.index: [] for t in self.tiles}
+        self._cover: dict[Cell, list[int]] = {}
+        for cell, positions in _cells(self.tiles, width, height, scale).items():
+            self._cover[cell] = [self.tiles[p].index for p in positions]
+            for p in positions:
+                self._cells_of[self.tiles[p].index].append(cell)
+        self._waiting: dict[Cell, dict[int, np.ndarray]] = {}  # overlap cell -> tiles so far
+        self._widest = max((c[3] - c[2]) * channels for c in self._cover)
+        self._local = threading.local()
         self._out = np.empty((height * scale, width * scale, channels), dtype=np.uint8)
         self._added: set[int] = set()
-        self._lock = threading.Lock()
+        self._busy = 0  # adds still copying or blending outside the lock
+        self._lock = threading.Condition()
 
-    def _parts_of(self, t: Tile, side: np.ndarray, count: np.ndarray
-                  ) -> tuple[Box | None, list[Box]]:
-        """Core and strips of tile `t`; no core when another tile reaches into it."""
-        s = self.scale
-        core, strips = _strips(t.h * s, t.w * s, side * s)
-        if core is not None:
-            lr = count[t.y + side[2] : t.y + t.h - side[3], t.x + side[0] : t.x + t.w - side[1]]
-            if (lr != 1).any():  # irregular layout: blend the whole tile
-                return None, [(slice(0, t.h * s), slice(0, t.w * s))]
-        return core, strips
+    def _part(self, index: int, cell: Cell) -> tuple[slice, slice]:
+        """Where `cell` lies inside tile `index`, in the tile's HR pixels."""
+        t, s = self._tiles[index], self.scale
+        y0, y1, x0, x1 = cell
+        return slice(y0 - t.y * s, y1 - t.y * s), slice(x0 - t.x * s, x1 - t.x * s)
 
-    def _overlaps(self, tile: Tile) -> list[tuple[Rect, Box, Box]]:
-        """(box, slice of the tile, slice of the box) for each blend box the tile reaches."""
-        s = self.scale
-        ty0, ty1, tx0, tx1 = tile.y * s, (tile.y + tile.h) * s, tile.x * s, (tile.x + tile.w) * s
-        found = []
-        for b in self._boxes:
-            y0, y1, x0, x1 = max(b[0], ty0), min(b[1], ty1), max(b[2], tx0), min(b[3], tx1)
-            if y0 < y1 and x0 < x1:
-                found.append((b, (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0)),
-                              (slice(y0 - b[0], y1 - b[0]), slice(x0 - b[2], x1 - b[2]))))
-        return found
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two float32 buffers of this thread, allocated once per stitcher: fresh
+        multi-MB temporaries per cell cost a page fault per 4 KiB."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            size = max(BLOCK, self._widest)
+            bufs = self._local.bufs = (np.empty(size, np.float32), np.empty(size, np.float32))
+        return bufs
+
+    def _blend(self, cell: Cell, arrays: dict[int, np.ndarray]) -> None:
+        """Write the weighted mean of the tiles covering `cell` into the image, a block of
+        rows at a time."""
+        y0, y1, x0, x1 = cell
+        rows, cols, parts, factors = y1 - y0, (x1 - x0) * self.channels, [], []
+        for index in self._cover[cell]:
+            r, c = self._part(index, cell)
+            parts.append(arrays[index][r, c].reshape(rows, cols))
+            fx, fy = self._factors[index]
+            factors.append((fx[c], fy[r]))
+        shares = _cell_weights(factors, self.channels)
+        acc_buf, term_buf = self._scratch()
+        step = max(1, BLOCK // cols)
+        for r0 in range(0, rows, step):
+            band = slice(r0, min(rows, r0 + step))
+            n = band.stop - r0
+            acc, term = acc_buf[: n * cols].reshape(n, cols), term_buf[: n * cols].reshape(n, cols)
+            for i, (part, share) in enumerate(zip(parts, shares, strict=True)):
+                _weigh(part[band], share, band, acc if i == 0 else term)
+                if i:
+                    acc += term
+            np.rint(acc, out=acc)  # a mean of uint8 values: already within 0..255
+            self._out[y0 + r0 : y0 + band.stop, x0:x1] = acc.reshape(n, x1 - x0, self.channels)
 
     def add(self, index: int, hr_tile: np.ndarray) -> None:
         """Blend in the HR tile for `index` (uint8, h*s x w*s x C); each index once."""
@@ -209,25 +276,29 @@ class Stitcher:
             raise ValueError(f"tile {index}: expected shape {expected}, got {arr.shape}")
         if arr.dtype != np.uint8:
             raise ValueError(f"tile {index}: expected uint8, got {arr.dtype}")
-        fx, fy = self._factors[index]
-        parts = []
-        for box, (rows, cols), inside in self._overlaps(tile):
-            # the same products, in the same order, as weighting the whole tile would do
-            wa = arr[rows, cols] * fy[rows, None, None] * fx[None, cols, None]
-            parts.append((box, inside, wa, np.outer(fy[rows], fx[cols])))
-        core = self._cores[index]
+        ready = []
         with self._lock:
             if index in self._added:
                 raise ValueError(f"tile {index} was already added")
             self._added.add(index)
-            if core is not None:
-                rows, cols = core
-                y0, x0 = tile.y * s, tile.x * s
-                self._out[y0 + rows.start : y0 + rows.stop, x0 + cols.start : x0 + cols.stop] = (
-                    arr[core])
-            for box, inside, wa, w in parts:
-                self._acc[box][inside] += wa
-                self._wsum[box][inside] += w
+            self._busy += 1
+            for cell in self._cells_of[index]:
+                if len(self._cover[cell]) > 1:
+                    got = self._waiting.setdefault(cell, {})
+                    got[index] = arr
+                    if len(got) == len(self._cover[cell]):
+                        ready.append((cell, self._waiting.pop(cell)))
+        try:  # cells are disjoint and each is written by one add: no lock needed here
+            for cell in self._cells_of[index]:
+                if len(self._cover[cell]) == 1:
+                    y0, y1, x0, x1 = cell
+                    self._out[y0:y1, x0:x1] = arr[self._part(index, cell)]
+            for cell, arrays in ready:
+                self._blend(cell, arrays)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._lock.notify_all()
 
     @property
     def missing(self) -> list[int]:
@@ -236,17 +307,17 @@ class Stitcher:
             return sorted(set(self._tiles) - self._added)
 
     def result(self) -> np.ndarray:
-        """The stitched uint8 HR image; raises ValueError while tiles are missing."""
-        missing = self.missing
-        if missing:
-            raise ValueError(f"{len(missing)} tile(s) missing, e.g. {missing[:8]}")
+        """The stitched uint8 HR image; raises ValueError while tiles are missing.
+
+        Waits for adds still blending in other threads, then returns the stitcher's own
+        array (no copy): every pixel is final by then.
+        """
         with self._lock:
-            for b in self._boxes:  # boxes sharing pixels hold the same sums there
-                mean = self._acc[b] / self._wsum[b][:, :, None]
-                np.rint(mean, out=mean)
-                np.clip(mean, 0, 255, out=mean)
-                self._out[b[0] : b[1], b[2] : b[3]] = mean
-            return self._out.copy()
+            missing = sorted(set(self._tiles) - self._added)
+            if missing:
+                raise ValueError(f"{len(missing)} tile(s) missing, e.g. {missing[:8]}")
+            self._lock.wait_for(lambda: self._busy == 0)
+        return self._out
 
 
 def stitch(

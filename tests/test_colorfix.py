@@ -7,11 +7,19 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import photo_like
 
-from hybridsr.imaging.colorfix import adain_color_fix, color_fix, wavelet_color_fix
+from hybridsr.imaging.colorfix import (
+    _upsample_rows,
+    adain_color_fix,
+    color_fix,
+    wavelet_color_fix,
+    wavelet_color_fix_lr,
+)
+from hybridsr.imaging.compose import correct_edge_tile
 from hybridsr.imaging.stitch import stitch
 from hybridsr.imaging.tiles import tile_grid, upscale_tile
-from hybridsr.protocol import CODECS, decode_image, encode_with
+from hybridsr.protocol import CODECS, TileSpec, decode_image, encode_with
 
 METHODS = ["wavelet", "adain"]
 
@@ -137,6 +145,91 @@ def test_512_tile_is_fast(method: str) -> None:
     assert time.perf_counter() - start < 0.5  # ~10 ms measured on 2 cores; catches loops
 
 
+# --- the wavelet fix against the LR image itself (low band at low resolution) ---------------
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_upsampling_is_bilinear_at_pixel_centres(scale: int) -> None:
+    low = np.random.default_rng(5).normal(0, 20, (9, 13, 3)).astype(np.float32)
+    rows = _upsample_rows(low, scale)
+    both = _upsample_rows(np.ascontiguousarray(rows.transpose(1, 0, 2)), scale).transpose(1, 0, 2)
+    pil = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(low[:, :, c])).resize(
+        (13 * scale, 9 * scale), Image.Resampling.BILINEAR)) for c in range(3)], -1)
+    np.testing.assert_allclose(both, pil, atol=1e-4)
+
+
+def drifted(lr: np.ndarray, scale: int, seed: int = 6) -> np.ndarray:
+    """A "diffusion" tile: bicubic SR plus a smooth tonal drift, a tint and fine texture."""
+    base = resize(lr, scale, Image.Resampling.BICUBIC).astype(float)
+    yy, xx = np.mgrid[0 : base.shape[0], 0 : base.shape[1]] / base.shape[0]
+    drift = 18 * np.sin(2.5 * xx + 1.3 * yy)[:, :, None] + TINT
+    noise = np.random.default_rng(seed).normal(0, 3, base.shape)
+    return np.clip(np.rint(base + drift + checkerboard(*base.shape[:2], 6.0) + noise), 0, 255)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_lr_fix_is_close_to_the_full_resolution_fix(scale: int) -> None:
+    lr = photo_like(48, 40)
+    tile = drifted(lr, scale).astype(np.uint8)
+    full = wavelet_color_fix(tile, resize(lr, scale, Image.Resampling.BICUBIC)).astype(float)
+    fast = wavelet_color_fix_lr(tile, lr).astype(float)
+    assert np.abs(full - fast).mean() < 0.5 and np.abs(full - fast).max() <= 8
+    assert np.abs(tile - full).mean() > 10  # and both did correct a large drift
+
+
+def test_lr_fix_removes_tint_and_keeps_detail() -> None:
+    lr = gradient(32, 32)
+    reference = resize(lr, 4, Image.Resampling.BICUBIC)
+    texture = checkerboard(128, 128, 6.0)
+    tinted = np.clip(np.rint(reference + np.array([25, -15, 10]) + texture), 0, 255)
+    out = wavelet_color_fix_lr(tinted.astype(np.uint8), lr).astype(float)
+    diff = (out - reference).reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
+    assert np.abs(diff).max() < 4
+    assert np.abs(diff.mean(axis=(0, 1))).max() < 1
+    kept = ((out - reference) * texture).sum() / (texture * texture).sum() / 3
+    assert kept > 0.85
+
+
+def test_lr_fix_keeps_a_tile_whose_block_means_are_the_reference() -> None:
+    lr = photo_like(24, 16).astype(int).clip(6, 249)
+    tile = (np.repeat(np.repeat(lr, 4, 0), 4, 1) + checkerboard(64, 96, 6.0)).astype(np.uint8)
+    np.testing.assert_array_equal(wavelet_color_fix_lr(tile, lr.astype(np.uint8)), tile)
+    grey = wavelet_color_fix_lr(tile[:, :, 1], lr[:, :, 1].astype(np.uint8))  # 2-D, via Pillow
+    np.testing.assert_array_equal(grey, tile[:, :, 1])
+    two = wavelet_color_fix_lr(tile[:, :, :2], lr[:, :, :2].astype(np.uint8))  # numpy means
+    np.testing.assert_array_equal(two, tile[:, :, :2])
+
+
+def test_lr_fix_rejects_bad_shapes() -> None:
+    lr = gradient(16, 16)
+    with pytest.raises(ValueError):
+        wavelet_color_fix_lr(resize(lr, 3, Image.Resampling.BICUBIC), lr)  # not a power of two
+    with pytest.raises(ValueError):
+        wavelet_color_fix_lr(resize(lr, 4, Image.Resampling.BICUBIC)[:-4], lr)
+    with pytest.raises(ValueError):
+        wavelet_color_fix_lr(resize(lr, 4, Image.Resampling.BICUBIC)[:, :, 0], lr)
+    with pytest.raises(ValueError):
+        wavelet_color_fix_lr(resize(lr, 4, Image.Resampling.BICUBIC), lr, levels=2)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_edge_tile_correction_removes_drift_at_every_scale(scale: int) -> None:
+    """Power-of-two scales take the LR path, x3 the bicubic reference: both fix the tone."""
+    lr = photo_like(64, 48)
+    spec = TileSpec(index=0, x=16, y=8, w=32, h=32, destination="edge", method="diffusion",
+                    score=1.0)
+    clean = resize(lr[8:40, 16:48], scale, Image.Resampling.BICUBIC).astype(float)
+    tile = drifted(lr[8:40, 16:48], scale).astype(np.uint8)
+    out = correct_edge_tile(lr, spec, scale, tile, "wavelet").astype(float)
+    full = wavelet_color_fix(tile, clean.astype(np.uint8)).astype(float)  # the full-res fix
+    n = 32 * scale // 8
+
+    def tone(img: np.ndarray) -> float:  # 8x8 block means against the clean tile
+        return float(np.abs((img - clean).reshape(n, 8, n, 8, 3).mean(axis=(1, 3))).mean())
+
+    assert tone(tile) > 10 and tone(out) < tone(tile) / 4 and tone(out) < 1.1 * tone(full)
+
+
 # --- seams: light-SR tiles next to tinted "diffusion" tiles on a gradient ------------------
 
 W, H, S = 96, 64, 4
@@ -161,6 +254,8 @@ def heavy_sr(method: str, codec: str | None = None):
         base = resize(patch, scale, Image.Resampling.BICUBIC)
         drifted = base + TINT + checkerboard(*base.shape[:2], 6.0)
         drifted = through(codec, np.clip(np.rint(drifted), 0, 255).astype(np.uint8))
+        if method == "wavelet-lr":  # what an edge tile gets at x2 and x4: the LR is the reference
+            return wavelet_color_fix_lr(drifted, patch)
         return color_fix(drifted, base, method)  # type: ignore[arg-type]
 
     return fn
@@ -196,15 +291,16 @@ def seam_stats(method: str, ramp: str, codec: str | None = None) -> tuple[float,
 
 
 @pytest.mark.parametrize("ramp", ["cosine", "linear"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "wavelet-lr"])
 def test_color_fix_removes_seams_on_gradient(method: str, ramp: str) -> None:
     jump, step = seam_stats(method, ramp)
     assert jump < 2 and step < 2.5
 
 
+@pytest.mark.parametrize("method", ["wavelet", "wavelet-lr"])
 @pytest.mark.parametrize("codec", ["jpeg-q95", "jpeg-q90"])
-def test_color_fix_removes_seams_on_lossy_tiles(codec: str) -> None:
-    jump, step = seam_stats("wavelet", "cosine", codec)
+def test_color_fix_removes_seams_on_lossy_tiles(codec: str, method: str) -> None:
+    jump, step = seam_stats(method, "cosine", codec)
     assert jump < 2 and step < 2.5
     assert seam_stats("none", "cosine", codec)[0] > 20  # the drift survives the codec
 

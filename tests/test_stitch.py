@@ -125,6 +125,35 @@ def test_differing_tiles_are_feathered_not_cut(ramp: str) -> None:
     assert out.min() == 0 and out.max() == 200  # tile interiors keep their own value
 
 
+def weighted_mean(tiles, hr, width, height, scale, ramp) -> np.ndarray:
+    """The stitch by definition: every tile times its weight map, over the sum of weights."""
+    num = np.zeros((height * scale, width * scale, 3))
+    den = np.zeros((height * scale, width * scale, 1))
+    for t, w in zip(tiles, tile_weights(tiles, width, height, scale, ramp), strict=True):
+        box = (slice(t.y * scale, (t.y + t.h) * scale), slice(t.x * scale, (t.x + t.w) * scale))
+        num[box] += hr[t.index] * w[:, :, None].astype(np.float64)
+        den[box] += w[:, :, None]
+    return np.rint(num / den).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ramp", RAMPS)
+@pytest.mark.parametrize("seed", range(4))
+def test_stitch_is_the_weighted_mean_on_any_layout(seed: int, ramp: str) -> None:
+    """Grids and irregular layouts (extra tiles on top of a grid: cells where 3 tiles meet,
+    corners that are not a product of row and column factors) blend as defined."""
+    rng = np.random.default_rng(seed)
+    width, height, scale = int(rng.integers(30, 70)), int(rng.integers(30, 70)), 2
+    tiles = tile_grid(width, height, int(rng.integers(10, 30)), 4)
+    for _ in range(seed):  # seed 0: a plain grid
+        tw, th = int(rng.integers(5, width)), int(rng.integers(5, height))
+        tiles.append(Tile(len(tiles), int(rng.integers(0, width - tw + 1)),
+                          int(rng.integers(0, height - th + 1)), tw, th))
+    hr = {t.index: rng.integers(0, 256, (t.h * scale, t.w * scale, 3), dtype=np.uint8)
+          for t in tiles}
+    out = stitch(tiles, hr, width, height, scale, ramp).astype(int)
+    assert np.abs(out - weighted_mean(tiles, hr, width, height, scale, ramp)).max() <= 1
+
+
 def make_tiles(seed: int = 1):
     rng = np.random.default_rng(seed)
     tiles = tile_grid(40, 30, 16, 4)
