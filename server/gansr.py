@@ -9,8 +9,8 @@ seeds are accepted and ignored: a GAN is deterministic.
 
 Each tile comes with `CONTEXT` pixels of the LR image around it (`server/job.py`), so its
 border is computed from real neighbours, as in whole-image SR, instead of from a mirror of
-the tile: on photos that lifts a hybrid job 0.2 dB and leaves no step at tile borders
-(benchmarks/RESULTS.md, quality).
+the tile: on photos that lifts a hybrid job 0.2 dB PSNR and leaves its tile borders
+stepping about as much as whole-image x4plus does there (benchmarks/RESULTS.md, quality).
 """
 
 from __future__ import annotations
