@@ -74,6 +74,21 @@ def crop_with_context(img: np.ndarray, tile: Tile, context: int) -> tuple[np.nda
     return img[y0:y1, x0:x1], tile.x - x0, tile.y - y0
 
 
+def context_window(img: np.ndarray, tile: Tile, context: int) -> np.ndarray:
+    """`tile` with `context` pixels on every side: the image's own pixels where it has them,
+    mirrored (without the edge pixel, as Real-ESRGAN pads) beyond its border.
+
+    Every window of a tile size has one shape, so a batch can share one model call; the
+    tile sits at window[context:context+h, context:context+w].
+    """
+    patch, dx, dy = crop_with_context(img, tile, context)
+    if patch.shape[:2] == (tile.h + 2 * context, tile.w + 2 * context):
+        return patch
+    pad = [(context - dy, dy + tile.h + context - patch.shape[0]),
+           (context - dx, dx + tile.w + context - patch.shape[1])]
+    return np.pad(patch, pad + [(0, 0)] * (patch.ndim - 2), mode="reflect")
+
+
 def upscale_tile(
     img: np.ndarray, tile: Tile, scale: int, upscale_fn: UpscaleFn, context: int = 4
 ) -> np.ndarray:

@@ -6,6 +6,11 @@ edge in torch (fp16, equal-sized tiles batched), elsewhere on onnxruntime. Both 
 weights: the ONNX model converted once from the ncnn files (`imaging/realesrgan`), whose
 convolutions are loaded in order into the basicsr network defined in `pth.py`. Prompts and
 seeds are accepted and ignored: a GAN is deterministic.
+
+Each tile comes with `CONTEXT` pixels of the LR image around it (`server/job.py`), so its
+border is computed from real neighbours, as in whole-image SR, instead of from a mirror of
+the tile: on photos that lifts a hybrid job 0.2 dB PSNR and leaves its tile borders
+stepping about as much as whole-image x4plus does there (benchmarks/RESULTS.md, quality).
 """
 
 from __future__ import annotations
@@ -15,26 +20,30 @@ import threading
 import numpy as np
 import torch
 
-from hybridsr.imaging.realesrgan.upscaler import reflect_indices
 from hybridsr.server.models import JobCancelled, StepCallback
 from hybridsr.server.presets import Preset
 
-TILE_PAD = 10  # reflection at a tile's border, as Real-ESRGAN's own tiling (ncnn) pads
+#: LR pixels of context each tile is given. RRDB sees hundreds of pixels, but the gain
+#: flattens: hybrid PSNR on three photos, means, against context 0 with 10 px of mirror:
+#: 8 → +0.04 dB, 12 → +0.18, 16 → +0.23, 24 → +0.27, for (32 + 2c)² px of compute per
+#: 32² tile (16: 1.5x the mirrored tile's 52²).
+CONTEXT = 16
 
 
 class GanSR:
-    """A batch of LR tiles → HR tiles with a Real-ESRGAN model, one tile at a time.
+    """A batch of LR windows → HR windows with a Real-ESRGAN model, each run as given.
 
-    Each tile is run whole (reflection at its border, as Real-ESRGAN's own tiling does);
-    the device's feathered stitch and colour fix join the tiles.
+    The edge hands it each tile with `context` pixels around it (mirrored only past the
+    image's border, as Real-ESRGAN pads a whole image) and cuts the tile's HR out.
     """
+
+    context = CONTEXT
 
     def __init__(self, preset: Preset, device: str = "cpu", threads: int | None = None,
                  engine: str | None = None) -> None:
         from hybridsr.imaging.realesrgan import RealESRGAN
 
-        self.model = RealESRGAN(preset.sr, scale=4, threads=threads, tile=0,
-                                tile_pad=TILE_PAD)
+        self.model = RealESRGAN(preset.sr, scale=4, threads=threads, tile=0, tile_pad=0)
         self.preset = preset
         self.device = device
         # torch where there is a GPU; `engine` overrides (tests compare both on the CPU)
@@ -71,22 +80,19 @@ class GanSR:
     def _torch(self, tiles: list[np.ndarray], on_step: StepCallback | None,
                cancelled: threading.Event | None) -> list[np.ndarray]:
         """Equal-sized tiles go through the network as one batch."""
-        s, net = self.model.scale, self.net
+        net = self.net
         param = next(net.parameters())
         out: list[np.ndarray | None] = [None] * len(tiles)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, tile in enumerate(tiles):
             groups.setdefault(tile.shape, []).append(i)
         done = 0
-        for (h, w, _), members in groups.items():
+        for members in groups.values():
             if cancelled is not None and cancelled.is_set():
                 raise JobCancelled()
-            rows = reflect_indices(-TILE_PAD, h + TILE_PAD, h)
-            cols = reflect_indices(-TILE_PAD, w + TILE_PAD, w)
-            batch = np.stack([tiles[i][rows[:, None], cols[None, :]] for i in members])
+            batch = np.stack([tiles[i] for i in members])
             x = torch.from_numpy(batch).to(param.device).permute(0, 3, 1, 2)
             y = net(x.to(param.dtype) / 255.0)
-            y = y[:, :, TILE_PAD * s : (TILE_PAD + h) * s, TILE_PAD * s : (TILE_PAD + w) * s]
             images = (y.float().clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).cpu()
             for i, image in zip(members, images.numpy(), strict=True):
                 out[i] = image

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hybridsr.imaging.saliency import tile_scores
-from hybridsr.imaging.tiles import Tile, crop_with_context
+from hybridsr.imaging.tiles import Tile, context_window, crop_with_context
 from hybridsr.protocol import (
     DeviceProfile,
     Done,
@@ -245,10 +245,13 @@ class EdgeJob:
         edge = self.edge
         t0 = time.perf_counter()
         async with edge.phase("sr", bool(tiles)), _Outbox() as outbox:
+            ctx, s = edge.backend.sr_context, self.request.scale
             for start in range(0, len(tiles), edge.config.sr_batch):
                 batch = tiles[start : start + edge.config.sr_batch]
-                hr = await edge.backend.super_resolve(
-                    [self._sr_tile(lr, t) for t in batch], on_step, self.cancelled)
+                bigs = await edge.backend.super_resolve(
+                    [self._sr_tile(lr, t, ctx) for t in batch], on_step, self.cancelled)
+                hr = [big[ctx * s : (ctx + t.h) * s, ctx * s : (ctx + t.w) * s]
+                      for big, t in zip(bigs, batch, strict=True)]
                 # This batch is encoded and sent while the next one diffuses.
                 await outbox.put(self._send_tiles([t.index for t in batch], hr))
         self.timings["edge_sr"] = time.perf_counter() - t0
@@ -273,12 +276,16 @@ class EdgeJob:
                 await outbox.put(self._send_tiles([t.index for t in tiles], hrs))
         self.timings["edge_light"] = time.perf_counter() - t0
 
-    def _sr_tile(self, lr: np.ndarray, tile: Tile) -> SRTile:
-        """A tile's diffusion-SR request; its seed is its own, so batch-mates don't matter."""
+    def _sr_tile(self, lr: np.ndarray, tile: Tile, context: int) -> SRTile:
+        """A tile's heavy-SR request; its seed is its own, so batch-mates don't matter.
+
+        With `context`, the model sees the LR image around the tile (mirrored past its
+        border), as whole-image SR would, instead of padding at every tile border.
+        """
         req = self.request
         seed = None if req.seed is None else (req.seed + 7919 * tile.index) % 2**31
-        return SRTile(lr[tile.y : tile.y + tile.h, tile.x : tile.x + tile.w], req.scale,
-                      req.prompt, req.negative_prompt, seed, req.job_id)
+        return SRTile(context_window(lr, tile, context), req.scale, req.prompt,
+                      req.negative_prompt, seed, req.job_id, context)
 
     async def _send_tiles(self, indices: list[int], images: list[np.ndarray]) -> None:
         for index, image in zip(indices, images, strict=True):

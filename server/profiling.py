@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from hybridsr.imaging.tiles import Tile, context_window
 from hybridsr.protocol import EdgeProfile
 from hybridsr.server.backends import Backend, SRTile
 from hybridsr.server.presets import Preset
@@ -39,13 +40,16 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
     else:
         lr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
-    # 2. Diffusion SR: one tile, then a batch, gives a fixed and a per-pixel part.
+    # 2. Diffusion SR: one tile, then a batch, gives a fixed and a per-pixel part. Each
+    #    tile goes with the context jobs give it: its cost is part of the tile's.
     crop = lr[:tile, :tile]
     tile_px = crop.shape[0] * crop.shape[1]
     batch = max(2, sr_batch)
+    sr_ctx = backend.sr_context
+    window = context_window(lr, Tile(0, 0, 0, crop.shape[1], crop.shape[0]), sr_ctx)
 
     def tiles(n: int) -> list[SRTile]:
-        return [SRTile(crop, scale, "", "", i) for i in range(n)]
+        return [SRTile(window, scale, "", "", i, context=sr_ctx) for i in range(n)]
 
     await backend.super_resolve(tiles(1), observe=False)  # warm-up
     t0 = time.perf_counter()

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 from synthetic import photo_like, pil_upscale
 
-from hybridsr.imaging.tiles import Tile, crop_with_context, tile_grid, upscale_tile
+from hybridsr.imaging.tiles import (
+    Tile,
+    context_window,
+    crop_with_context,
+    tile_grid,
+    upscale_tile,
+)
 
 SIZES = [(64, 48), (70, 33), (33, 32), (31, 31), (100, 7), (257, 129), (1, 1), (56, 56)]
 GRIDS = [(32, 8), (16, 4), (16, 0), (8, 7)]
@@ -75,6 +81,21 @@ def test_crop_with_context_offsets(context: int) -> None:
         assert dx == min(context, t.x) and dy == min(context, t.y)
         assert patch.shape[1] - dx - t.w == min(context, 70 - t.x - t.w)
         assert patch.shape[0] - dy - t.h == min(context, 33 - t.y - t.h)
+
+
+@pytest.mark.parametrize("context", [0, 3, 12])
+def test_context_window_is_real_inside_and_mirrored_outside(context: int) -> None:
+    img = photo_like(70, 33)
+
+    def mirror(i: int, n: int) -> int:  # reflection about the edge pixel, which stays single
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    for t in tile_grid(70, 33, 16, 4):
+        window = context_window(img, t, context)
+        assert window.shape == (t.h + 2 * context, t.w + 2 * context, 3)
+        rows = [mirror(t.y - context + i, 33) for i in range(window.shape[0])]
+        cols = [mirror(t.x - context + j, 70) for j in range(window.shape[1])]
+        np.testing.assert_array_equal(window, img[np.ix_(rows, cols)])
 
 
 def test_crop_rejects_tile_outside_image() -> None:

@@ -35,12 +35,19 @@ class SRTile:
     whichever tiles (of whichever jobs) share its pipeline call.
     """
 
-    image: np.ndarray  # LR crop, HxWx3 uint8
+    image: np.ndarray  # LR crop, HxWx3 uint8: the tile and `context` pixels on every side
     scale: int
     prompt: str
     negative_prompt: str
     seed: int | None
     job_id: str = ""
+    context: int = 0  # LR pixels around the tile in `image` (see `Backend.sr_context`)
+
+    @property
+    def tile_px(self) -> int:
+        """Pixels of the tile itself: costs are per tile pixel, its context included."""
+        h, w = self.image.shape[:2]
+        return max(h - 2 * self.context, 1) * max(w - 2 * self.context, 1)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,12 @@ class Backend(Protocol):
     @property
     def light_context(self) -> int:
         """LR pixels of context a light-SR tile needs for seamless output."""
+        ...
+
+    @property
+    def sr_context(self) -> int:
+        """LR pixels of context around each tile that heavy SR is given (0: the tile alone);
+        the HR of the whole window comes back and the job cuts its tile out."""
         ...
 
     async def text_to_image(

@@ -226,7 +226,7 @@ class SRBatcher:
         finally:
             self.tiles_running = 0
         if self.on_call is not None:
-            px = max(r.tiles[i].image.shape[0] * r.tiles[i].image.shape[1] for r, i in tiles)
+            px = max(r.tiles[i].tile_px for r, i in tiles)
             try:
                 self.on_call(len(tiles), len(jobs), seconds, px,
                              all(r.observe for r in requests))

@@ -110,6 +110,10 @@ class LocalBackend:
         assert self.light is not None
         return self.light.context
 
+    @property
+    def sr_context(self) -> int:
+        return int(getattr(self.sr, "context", 0))  # Real-ESRGAN: its own; diffusion: none
+
     async def text_to_image(
         self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
         seed: int | None, on_step: StepCallback | None = None,

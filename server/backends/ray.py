@@ -200,6 +200,10 @@ class RayBackend:
     def light_context(self) -> int:
         return int(self._info["light_context"])
 
+    @property
+    def sr_context(self) -> int:
+        return int(self._info.get("sr_context", 0))
+
     async def text_to_image(
         self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
         seed: int | None, on_step: StepCallback | None = None,
@@ -223,7 +227,8 @@ class RayBackend:
 
         async def one(t: SRTile) -> dict:
             item = {"image": t.image, "scale": t.scale, "prompt": t.prompt,
-                    "negative_prompt": t.negative_prompt, "seed": t.seed, "job_id": t.job_id}
+                    "negative_prompt": t.negative_prompt, "seed": t.seed, "job_id": t.job_id,
+                    "tile_px": t.tile_px}
             return await self._call("sr", lambda: self.handle.sr_tile.remote(item), cancelled)
 
         tasks = [asyncio.ensure_future(one(t)) for t in tiles]

@@ -60,7 +60,7 @@ class EdgeModels:
         """What the front door tells clients, and its light-SR context."""
         return {"t2i": self.t2i.name, "sr": self.sr.name, "device": self.device,
                 "light": self.light.name, "light_context": self.light.context,
-                "pid": os.getpid()}
+                "sr_context": int(getattr(self.sr, "context", 0)), "pid": os.getpid()}
 
     def stats(self) -> dict:
         return {"pid": os.getpid(), "running": dict(self.running),
@@ -105,7 +105,8 @@ class EdgeModels:
 
     async def sr_tile(self, item: dict) -> dict:
         """Diffusion SR of one tile: {"image", "scale", "prompt", "negative_prompt", "seed",
-        "job_id"} → {"image", "seconds", "tiles", "jobs", "tile_px"} or {"error"}."""
+        "job_id", "tile_px" (the tile's own pixels, without its context)} → {"image",
+        "seconds", "tiles", "jobs", "tile_px"} or {"error"}."""
         self.held_tiles += 1
         try:
             return await self._sr_batch(item)
@@ -146,7 +147,8 @@ class EdgeModels:
                 out[i] = {"image": images[k][: h * scale, : w * scale],
                           # the whole call's figures travel with its first tile only
                           "seconds": seconds if k == 0 else None, "tiles": len(idx),
-                          "jobs": jobs, "tile_px": padded[i].shape[0] * padded[i].shape[1]}
+                          "jobs": jobs, "tile_px": items[i].get(
+                              "tile_px", padded[i].shape[0] * padded[i].shape[1])}
         return out
 
     async def light_sr(self, crop: np.ndarray, scale: int) -> tuple[np.ndarray, float]:
