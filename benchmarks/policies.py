@@ -224,7 +224,8 @@ def run_real(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
             if args.json:  # a run cut short still leaves the finished links behind
                 args.json.write_text(json.dumps({"runs": rows, "sim": [], "partial": True},
                                                 default=str) + "\n")
-        measured = {"edge_costs": asdict(server.costs), "bytes_per_px": server.bytes_per_px,
+        png = server.codecs.get("png").bytes_per_px  # the simulator's default codec
+        measured = {"edge_costs": asdict(server.costs), "bytes_per_px": png,
                     "tile": config.tile, "overlap": config.overlap, "sr_batch": config.sr_batch,
                     "steps": server.preset.t2i_steps, "edge_start_s": round(started, 2),
                     "scales": server.preset.scales, "light_batch": server.backend.light_batch,
