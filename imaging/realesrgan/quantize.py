@@ -4,8 +4,8 @@ Why: on CPUs with int8 dot products (x86 VNNI, ARM dot-product) an int8 convolut
 about twice the work per cycle of bf16 and four times that of float32, and onnxruntime —
 the default install — has no faster float precision at all. The copy is built once per
 model from its float ONNX with ``onnxruntime.quantization`` (QDQ format, which both
-onnxruntime and OpenVINO run as int8) and cached beside it, keyed by the float model's bytes
-and :data:`QUANTIZER_VERSION`.
+onnxruntime and OpenVINO run as int8) and cached beside it, keyed by the float model's
+(content-keyed) name and :data:`QUANTIZER_VERSION`.
 
 What is quantized, and why it stays within 40 dB of float32 on photos: every ``Conv`` but
 the first and the last (weights int8 per output channel, activations uint8 per tensor); the
@@ -40,10 +40,15 @@ CALIBRATION_COUNT, CALIBRATION_SIDE, PERCENTILE = 8, 96, 99.99
 
 
 def int8_path(float_path: Path) -> Path:
-    """Where the int8 copy of ``float_path`` lives (it may not exist yet)."""
+    """Where the int8 copy of ``float_path`` lives (it may not exist yet).
+
+    Keyed by the float model's name and size, not its bytes: the cache names converted
+    models by the sha256 of their sources (see .cache), and hashing 2.5 MB again would cost
+    every start 10 ms.
+    """
     float_path = Path(float_path)
-    h = hashlib.sha256(f"hybridsr-int8-v{QUANTIZER_VERSION}\0".encode())
-    h.update(float_path.read_bytes())
+    h = hashlib.sha256(f"hybridsr-int8-v{QUANTIZER_VERSION}\0{float_path.name}\0"
+                       f"{float_path.stat().st_size}".encode())
     return float_path.with_name(f"{float_path.stem}-int8-{h.hexdigest()[:20]}.onnx")
 
 

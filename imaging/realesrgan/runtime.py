@@ -159,7 +159,6 @@ class OpenVinoEngine:
         except Exception as exc:  # a read-only cache only costs compile time
             log.debug("OpenVINO model cache unavailable: %s", exc)
         self._path = Path(onnx_path)
-        model = core.read_model(str(onnx_path))
         hint = _ov_precision(core, "fast" if precision == "int8" else precision)
         self.precision = "int8" if precision == "int8" else hint
         config: dict[str, object] = {
@@ -168,7 +167,8 @@ class OpenVinoEngine:
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled = core.compile_model(model, "CPU", config)
+        # from the path, not a read_model(): with the cache, OV then skips parsing the ONNX
+        self._compiled = core.compile_model(str(onnx_path), "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # an infer request is not thread-safe; sessions are
 
