@@ -37,13 +37,16 @@ def onnx_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built_models(tmp_path_factory) -> Path:
-    """A model cache with the compact x4 model and its int8 copy, built once (seconds)."""
+    """A model cache with the compact x4 model and its int8 and native-PReLU copies."""
+    from hybridsr.imaging.realesrgan.prelu import cached_native_prelu
     from hybridsr.imaging.realesrgan.quantize import cached_int8
 
     root = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYBRIDSR_CACHE_DIR", str(root))
-        cached_int8(RealESRGAN(tile=0, runtime="onnxruntime").onnx_path)
+        float_path = RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+        cached_int8(float_path)  # built once here: seconds
+        cached_native_prelu(float_path)
     return root / "realesrgan"
 
 
@@ -203,6 +206,22 @@ def test_the_int8_model_is_built_once_beside_the_float_one(int8_models, monkeypa
     assert quantize.int8_path(float_path) == q  # stable
 
 
+@needs_openvino
+def test_openvino_runs_a_native_prelu_copy_with_the_same_output(int8_models):
+    import onnx
+
+    from hybridsr.imaging.realesrgan.prelu import native_prelu_path
+
+    up = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="exact")
+    assert up.engine._path == native_prelu_path(up.onnx_path)  # what OpenVINO compiled
+    ops = [n.op_type for n in onnx.load(str(up.engine._path)).graph.node]
+    assert ops.count("PRelu") == 17 and "Relu" not in ops and ops.count("Add") == 1
+    ort = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    for photo in _photos():
+        diff = np.abs(up.upscale(photo).astype(int) - ort.upscale(photo).astype(int))
+        assert diff.max() <= 1
+
+
 @pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
 def test_fast_on_onnxruntime_uses_int8_for_the_builtin_model_only(int8_models):
     up = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="fast")
@@ -247,7 +266,7 @@ def test_upscale_cli_imports_no_client_stack():
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
-def test_a_cached_int8_model_runs_without_onnx_or_the_quantizer(int8_models, runtime):
+def test_cached_model_copies_run_without_onnx_or_the_quantizer(int8_models, runtime):
     code = ("import sys; from hybridsr.imaging.realesrgan import RealESRGAN; "
             f"up = RealESRGAN(runtime={runtime!r}, precision='fast', threads=2, tile=0); "
             "print(up.precision, sorted(m for m in ('onnx', 'onnxruntime.quantization') "

@@ -269,13 +269,18 @@ def create_engine(
 
 def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> Engine:
-    """The engine for one candidate; the int8 model is built (and cached) on first use."""
+    """The engine for one candidate; the int8 model (and OpenVINO's native-PReLU copy of a
+    converted model, see .prelu) is built and cached on first use."""
     runtime, compute = candidate
     path = Path(onnx_path)
     if compute == "int8":
         from .quantize import cached_int8
 
         path = cached_int8(path)
+    elif runtime == "openvino" and path.parent == cache_dir() / "realesrgan":
+        from .prelu import cached_native_prelu  # our own converted models only
+
+        path = cached_native_prelu(path)
     if runtime == "openvino":
         return OpenVinoEngine(path, threads, "fast" if compute == "reduced" else compute)
     return OrtEngine(path, threads, providers, compute)
