@@ -346,7 +346,7 @@ def print_cli(row: dict, imports: dict[str, float]) -> None:
     print(f"  CPU time (user+sys, all threads), medians: {cpu}")
     print("  load average (1 min) before/after: "
           + " / ".join(f"{v:.1f}" for v in row["load_avg_before_after"]))
-    print("  ran: " + "; ".join(f"{k}: {v}" for k, v in row["resolved"].items()))
+    print("  ran: " + "; ".join(f"{k}: {v}" for k, v in row["resolved"].items() if k != "ncnn"))
     print("  PNG bytes: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in row["png_bytes"].items()))
     if "speedup_exact" in row:
         print(f"  vs ncnn, wall: exact {row['speedup_exact']:.2f}x (goal >= 1.5x), "
