@@ -131,7 +131,8 @@ class RealESRGAN:
     file with the same contract (input ``[1,3,H,W]`` float32 in [0,1], output at ``scale``
     times the size). ``runtime`` is ``onnxruntime`` (the default, as the edge uses it),
     ``openvino`` or ``auto`` (what the device's CLI and SDK pass); ``precision``
-    ``exact`` (float32) or ``fast`` (bf16/f16 where the CPU has it, OpenVINO only).
+    ``exact`` (float32) or ``fast`` (the measured fastest of float32, OpenVINO's bf16/f16
+    and, for the compact model on CPUs with int8 dot products, its int8 copy).
     ``threads`` sets the runtime's threads (``None``: its default). ``tile`` is the tile
     side in input pixels: ``None`` sizes it from the available memory, ``<= 0`` runs the
     image as one tile. ``tile_pad`` is the
