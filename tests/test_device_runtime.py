@@ -267,10 +267,11 @@ def test_upscale_cli_imports_no_client_stack():
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_cached_model_copies_run_without_onnx_or_the_quantizer(int8_models, runtime):
+    """A warm start loads neither the model builders nor psutil/importlib.metadata."""
     code = ("import sys; from hybridsr.imaging.realesrgan import RealESRGAN; "
             f"up = RealESRGAN(runtime={runtime!r}, precision='fast', threads=2, tile=0); "
-            "print(up.precision, sorted(m for m in ('onnx', 'onnxruntime.quantization') "
-            "if m in sys.modules))")
+            "print(up.precision, sorted(m for m in ('onnx', 'onnxruntime.quantization', "
+            "'psutil', 'importlib.metadata') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     precision, loaded = out.stdout.strip().split(" ", 1)
     assert loaded == "[]"
@@ -303,6 +304,20 @@ def test_the_sdk_client_passes_runtime_and_precision_to_device_sr(int8_models):
     assert (client.backend.runtime, client.backend.precision) == ("onnxruntime", direct.precision)
     with pytest.raises(ValueError, match="precision"):
         AsyncHybridClient("ws://127.0.0.1:9", precision="fastest")
+
+
+def test_the_start_up_shortcuts_read_what_the_libraries_read():
+    import importlib.metadata
+
+    import psutil
+
+    from hybridsr.imaging.realesrgan.upscaler import available_memory
+
+    for dist in rt.available_runtimes():
+        assert rt._version(dist) == importlib.metadata.version(dist)
+    assert rt._version("no-such-dist") == "-"
+    ours, theirs = available_memory(), psutil.virtual_memory().available
+    assert abs(ours - theirs) <= 0.05 * theirs
 
 
 @needs_openvino

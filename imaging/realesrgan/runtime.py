@@ -19,7 +19,6 @@ and is cached per device, model, precision, candidates and runtime versions
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -306,9 +305,25 @@ def _cpu_name() -> str:
 
 
 def _version(dist: str) -> str:
+    """``dist``'s version from its ``.dist-info`` folder beside the package.
+
+    Read at every ``auto`` start (the choice key): importing ``importlib.metadata`` alone
+    costs 10-20 ms of it, so it is only the fallback.
+    """
     try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(dist)
+        if spec is not None and spec.submodule_search_locations:
+            site = Path(next(iter(spec.submodule_search_locations))).parent
+            found = sorted(site.glob(f"{dist.replace('-', '_')}-*.dist-info"))
+            if len(found) == 1:
+                return found[0].name[len(dist) + 1 : -len(".dist-info")]
+    except (ImportError, ValueError, OSError):
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
         return "-"
 
 

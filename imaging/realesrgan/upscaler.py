@@ -68,7 +68,18 @@ MIN_TILE, MAX_TILE = 64, 1024
 
 
 def available_memory() -> int:
-    """Bytes this process can use without swapping (psutil's ``available``)."""
+    """Bytes this process can use without swapping (psutil's ``available``).
+
+    On Linux read straight from ``/proc/meminfo`` (the same figure): importing psutil
+    costs a process start about 9 ms.
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import psutil
 
     return int(psutil.virtual_memory().available)
