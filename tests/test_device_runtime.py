@@ -222,6 +222,22 @@ def test_openvino_runs_a_native_prelu_copy_with_the_same_output(int8_models):
         assert diff.max() <= 1
 
 
+@needs_openvino
+def test_big_models_get_no_native_prelu_copy(onnx_path):
+    """RRDB models (over 10 MB) have no PReLU: copying 67 MB would change nothing."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    model.graph.initializer.append(  # unused 12 MB: the size of a heavy model, same graph
+        numpy_helper.from_array(np.zeros(3 << 20, np.float32), "padding"))
+    big = rt.cache_dir() / "realesrgan" / "big-model.onnx"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(big))
+    engine = rt.build_engine(big, ("openvino", "f32"), 1)
+    assert engine._path == big and sorted(p.name for p in big.parent.iterdir()) == [big.name]
+
+
 @pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
 def test_fast_on_onnxruntime_uses_int8_for_the_builtin_model_only(int8_models):
     up = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="fast")

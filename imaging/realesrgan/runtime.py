@@ -276,8 +276,11 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
         from .quantize import cached_int8
 
         path = cached_int8(path)
-    elif runtime == "openvino" and path.parent == cache_dir() / "realesrgan":
-        from .prelu import cached_native_prelu  # our own converted models only
+    elif (runtime == "openvino" and path.parent == cache_dir() / "realesrgan"
+          and path.stat().st_size <= _HEAVY_MODEL_BYTES):
+        # our own converted models, the compact ones: the RRDB models have no PReLU, and a
+        # 67 MB copy of them would change nothing
+        from .prelu import cached_native_prelu
 
         path = cached_native_prelu(path)
     if runtime == "openvino":
