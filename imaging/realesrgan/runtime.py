@@ -2,19 +2,23 @@
 
 Why two: onnxruntime ships with the base install and runs everywhere; OpenVINO
 (``pip install "hybridsr[openvino]"``) is faster on x86 and ARM CPUs and can compute in
-bf16/f16 where the CPU has it. ``auto`` takes what is installed; with both, a short
-micro-benchmark on this device decides once, and the choice is cached per device, model,
-precision and runtime versions (``runtime-choice.json`` in the model cache directory).
+bf16/f16 where the CPU has it.
 
 Precision ``exact`` computes in float32: the output stays within 1/255 of the ncnn
-reference. ``fast`` lets OpenVINO use bf16 (x86 with AVX512-BF16/AMX) or f16 (ARM) where
-the CPU advertises it; onnxruntime has no faster CPU precision and stays float32.
+reference. ``fast`` may use any computation that stays at least 40 dB PSNR from exact on
+photos: float32, OpenVINO's bf16 (x86 with AVX512-BF16/AMX) or f16 (ARM) where the CPU
+advertises it, and, for the built-in compact model on CPUs with int8 dot products (x86
+VNNI, ARM), an int8 copy of the model (:mod:`.quantize`) on either runtime.
+
+``auto`` (and an explicit runtime with more than one way to compute ``fast``) takes the
+candidate (runtime, computation) measured fastest on this device. The measurement runs once
+and is cached per device, model, precision, candidates and runtime versions
+(``runtime-choice.json`` in the model cache directory).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -33,7 +37,7 @@ from .cache import cache_dir, write_atomic
 
 __all__ = [
     "PRECISIONS", "RUNTIMES", "Engine", "RuntimeUnavailable", "available_runtimes",
-    "check_choice", "choose_runtime", "create_engine",
+    "candidates", "check_choice", "choose", "choose_runtime", "create_engine",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,7 @@ class RuntimeUnavailable(ImportError):
 
 class Engine(Protocol):
     name: str  # "onnxruntime" or "openvino"
-    precision: str  # what it computes in: "f32", "bf16" or "f16"
+    precision: str  # what it computes in: "f32", "bf16", "f16" or "int8"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 in [0, 1] → NCHW float32 at the model's scale."""
@@ -73,11 +77,12 @@ def available_runtimes() -> list[str]:
 
 
 class OrtEngine:
-    """onnxruntime on the given providers (CPU by default); always float32 on the CPU."""
+    """onnxruntime on the given providers (CPU by default): float32, or int8 on a QDQ model."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, threads: int | None, providers: Sequence[str]) -> None:
+    def __init__(self, onnx_path: Path, threads: int | None, providers: Sequence[str],
+                 precision: str = "f32") -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -91,15 +96,15 @@ class OrtEngine:
         self.providers = self.session.get_providers()
         self.metadata = self.session.get_modelmeta().custom_metadata_map
         self._input = self.session.get_inputs()[0].name
-        self.precision = "f32"
+        self.precision = precision
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: x})[0]
 
 
 def _ov_precision(core, precision: str) -> str:
-    """The fastest reduced precision the CPU advertises, for ``fast``; else f32."""
-    if precision == "exact":
+    """The fastest reduced float precision the CPU advertises, for ``fast``; else f32."""
+    if precision in ("exact", "f32"):
         return "f32"
     caps = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if "BF16" in caps:
@@ -132,7 +137,11 @@ def _import_openvino():
 
 
 class OpenVinoEngine:
-    """OpenVINO on the CPU, one compiled model with dynamic input size."""
+    """OpenVINO on the CPU, one compiled model with dynamic input size.
+
+    ``precision``: ``exact``/``f32``, ``fast`` (the CPU's reduced float precision) or
+    ``int8`` (``onnx_path`` is then a QDQ model; its float parts run in the reduced one).
+    """
 
     name = "openvino"
 
@@ -149,15 +158,16 @@ class OpenVinoEngine:
         except Exception as exc:  # a read-only cache only costs compile time
             log.debug("OpenVINO model cache unavailable: %s", exc)
         self._path = Path(onnx_path)
-        model = core.read_model(str(onnx_path))
-        self.precision = _ov_precision(core, precision)
+        hint = _ov_precision(core, "fast" if precision == "int8" else precision)
+        self.precision = "int8" if precision == "int8" else hint
         config: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": self.precision,
+            "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled = core.compile_model(model, "CPU", config)
+        # from the path, not a read_model(): with the cache, OV then skips parsing the ONNX
+        self._compiled = core.compile_model(str(onnx_path), "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # an infer request is not thread-safe; sessions are
 
@@ -179,25 +189,103 @@ def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
             .metadata_props}
 
 
+#: One way to run the model: (runtime, computation). Computation ``f32``, ``int8`` or
+#: ``reduced`` (OpenVINO's bf16/f16 where the CPU has it, resolved when the engine is built).
+Candidate = tuple[str, str]
+
+
+def int8_cpu() -> bool:
+    """Whether this CPU has int8 dot products: x86 VNNI (AVX512 or AVX) or any 64-bit ARM.
+
+    Without them int8 is not faster, and onnxruntime's x86 u8s8 kernels can saturate.
+    """
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    except OSError:
+        pass
+    return False
+
+
+def candidates(precision: str, runtimes: Sequence[str], int8: bool = False,
+               providers: Sequence[str] = ("CPUExecutionProvider",)) -> list[Candidate]:
+    """The ways to compute ``precision`` with ``runtimes``; ``int8``: an int8 copy may be used.
+
+    ``exact`` is float32 only. ``fast`` adds OpenVINO's reduced float precision and, where
+    ``int8`` and :func:`int8_cpu`, the int8 model (onnxruntime only on its CPU provider).
+    """
+    if precision == "exact":
+        return [(r, "f32") for r in runtimes]
+    int8 = int8 and int8_cpu()
+    found: list[Candidate] = []
+    for r in runtimes:
+        if r == "onnxruntime":
+            found.append((r, "f32"))
+            if int8 and list(providers) == ["CPUExecutionProvider"]:
+                found.append((r, "int8"))
+        else:
+            found.append((r, "reduced"))
+            if int8:
+                found.append((r, "int8"))
+    return found
+
+
 def create_engine(
     onnx_path: Path,
     runtime: str = "auto",
     precision: str = "exact",
     threads: int | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    int8: bool = False,
 ) -> Engine:
-    """An engine for ``onnx_path``; ``auto`` resolves through :func:`choose_runtime`."""
+    """An engine for ``onnx_path``: the only candidate, else the measured fastest (:func:`choose`).
+
+    ``int8``: the model tolerates int8 (the caller checked its quality, see :mod:`.quantize`).
+    """
     check_choice(runtime, precision)
     if runtime == "auto":
-        runtime = choose_runtime(onnx_path, precision, threads)
-    if runtime not in available_runtimes():
+        runtimes = available_runtimes()
+        if not runtimes:
+            raise RuntimeUnavailable(
+                'no runtime installed: pip install onnxruntime or "hybridsr[openvino]"')
+    elif runtime not in available_runtimes():
         raise RuntimeUnavailable(
             f"runtime {runtime!r} is not installed here"
             + ('; pip install "hybridsr[openvino]"' if runtime == "openvino" else "")
         )
+    else:
+        runtimes = [runtime]
+    found = candidates(precision, runtimes, int8, providers)
+    chosen = found[0] if len(found) == 1 else choose(onnx_path, precision, threads, found)
+    return build_engine(onnx_path, chosen, threads, providers)
+
+
+def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> Engine:
+    """The engine for one candidate; the int8 model (and OpenVINO's native-PReLU copy of a
+    converted model, see .prelu) is built and cached on first use."""
+    runtime, compute = candidate
+    path = Path(onnx_path)
+    if compute == "int8":
+        from .quantize import cached_int8
+
+        path = cached_int8(path)
+    elif (runtime == "openvino" and path.parent == cache_dir() / "realesrgan"
+          and path.stat().st_size <= _HEAVY_MODEL_BYTES):
+        # our own converted models, the compact ones: the RRDB models have no PReLU, and a
+        # 67 MB copy of them would change nothing
+        from .prelu import cached_native_prelu
+
+        path = cached_native_prelu(path)
     if runtime == "openvino":
-        return OpenVinoEngine(onnx_path, threads, precision)
-    return OrtEngine(onnx_path, threads, providers)
+        return OpenVinoEngine(path, threads, "fast" if compute == "reduced" else compute)
+    return OrtEngine(path, threads, providers, compute)
 
 
 def check_choice(runtime: str, precision: str) -> None:
@@ -220,17 +308,36 @@ def _cpu_name() -> str:
 
 
 def _version(dist: str) -> str:
+    """``dist``'s version from its ``.dist-info`` folder beside the package.
+
+    Read at every ``auto`` start (the choice key): importing ``importlib.metadata`` alone
+    costs 10-20 ms of it, so it is only the fallback.
+    """
     try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(dist)
+        if spec is not None and spec.submodule_search_locations:
+            site = Path(next(iter(spec.submodule_search_locations))).parent
+            found = sorted(site.glob(f"{dist.replace('-', '_')}-*.dist-info"))
+            if len(found) == 1:
+                return found[0].name[len(dist) + 1 : -len(".dist-info")]
+    except (ImportError, ValueError, OSError):
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
         return "-"
 
 
 def choice_key(onnx_path: Path, precision: str, threads: int | None,
-               runtimes: Sequence[str]) -> str:
-    """What the measured choice depends on: device, model file, precision, runtime versions."""
-    parts = [_cpu_name(), platform.machine(), str(os.cpu_count()), str(threads), precision,
-             Path(onnx_path).name, *(f"{r}={_version(r)}" for r in runtimes)]
+               found: Sequence[Candidate]) -> str:
+    """What the measured choice depends on: device, model file, precision, candidates,
+    runtime versions."""
+    runtimes = sorted({r for r, _ in found})
+    parts = ["v2", _cpu_name(), platform.machine(), str(os.cpu_count()), str(threads),
+             precision, Path(onnx_path).name, *("/".join(c) for c in found),
+             *(f"{r}={_version(r)}" for r in runtimes)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
@@ -246,10 +353,9 @@ def _read_choices() -> dict[str, dict]:
         return {}
 
 
-def measure_runtime(onnx_path: Path, runtime: str, precision: str,
-                    threads: int | None) -> float:
+def measure_candidate(onnx_path: Path, candidate: Candidate, threads: int | None) -> float:
     """Best of 3 runs on a BENCH_SIDE² input, after a warm-up (build time excluded)."""
-    engine = create_engine(onnx_path, runtime, precision, threads)
+    engine = build_engine(onnx_path, candidate, threads)
     side = BENCH_SIDE // 2 if Path(onnx_path).stat().st_size > _HEAVY_MODEL_BYTES else BENCH_SIDE
     x = np.random.default_rng(0).random((1, 3, side, side), dtype=np.float32)
     engine.run(x)
@@ -261,37 +367,52 @@ def measure_runtime(onnx_path: Path, runtime: str, precision: str,
     return best
 
 
-def choose_runtime(
-    onnx_path: Path,
-    precision: str = "exact",
-    threads: int | None = None,
-    measure: Callable[[Path, str, str, int | None], float] = measure_runtime,
-) -> str:
-    """The runtime ``auto`` means here: the only one installed, else the measured fastest.
+Measure = Callable[[Path, Candidate, "int | None"], float]
 
-    The measurement (about a second) runs once per device/model/precision/versions; later
-    processes read the answer from the cache file.
+
+def choose(onnx_path: Path, precision: str, threads: int | None,
+           found: Sequence[Candidate], measure: Measure = measure_candidate) -> Candidate:
+    """The measured fastest of ``found``: measured once per device/model/precision/versions
+    (a second or two, plus a few seconds to build an int8 model), then read from the cache.
+
+    A candidate that cannot be built here (the int8 build needs ``onnx``) is left out.
     """
-    runtimes = available_runtimes()
-    if not runtimes:
-        raise RuntimeUnavailable(
-            'no runtime installed: pip install onnxruntime or "hybridsr[openvino]"'
-        )
-    if len(runtimes) == 1:
-        return runtimes[0]
-    key = choice_key(onnx_path, precision, threads, runtimes)
+    key = choice_key(onnx_path, precision, threads, found)
     known = _read_choices().get(key)
-    if isinstance(known, dict) and known.get("runtime") in runtimes:
-        return str(known["runtime"])
-    seconds = {r: measure(onnx_path, r, precision, threads) for r in runtimes}
+    if isinstance(known, dict):
+        cached = (known.get("runtime"), known.get("compute"))
+        if cached in found:
+            return cached  # type: ignore[return-value]
+    seconds: dict[Candidate, float] = {}
+    for candidate in found:
+        try:
+            seconds[candidate] = measure(onnx_path, candidate, threads)
+        except ImportError as exc:  # e.g. onnx missing: no int8 copy can be built
+            log.warning("cannot measure %s: %s", "/".join(candidate), exc)
+    if not seconds:
+        raise RuntimeUnavailable(f"none of {found} can run here")
     best = min(seconds, key=seconds.__getitem__)
-    log.info("runtime for %s (%s): %s, measured %s", Path(onnx_path).name, precision, best,
-             {r: round(s, 4) for r, s in seconds.items()})
+    named = {"/".join(c): round(s, 4) for c, s in seconds.items()}
+    log.info("runtime for %s (%s): %s, measured %s", Path(onnx_path).name, precision,
+             "/".join(best), named)
     choices = _read_choices()
-    choices[key] = {"runtime": best, "seconds": seconds, "precision": precision,
-                    "model": Path(onnx_path).name, "cpu": _cpu_name()}
+    choices[key] = {"runtime": best[0], "compute": best[1], "seconds": named,
+                    "precision": precision, "model": Path(onnx_path).name, "cpu": _cpu_name()}
     try:
         write_atomic(_choice_file(), json.dumps(choices, indent=1).encode())
     except OSError as exc:  # a read-only cache only costs a re-measure next time
         log.warning("cannot cache the runtime choice: %s", exc)
     return best
+
+
+def choose_runtime(onnx_path: Path, precision: str = "exact", threads: int | None = None,
+                   int8: bool = False, measure: Measure = measure_candidate) -> str:
+    """The runtime ``auto`` means here for ``precision`` (see :func:`choose`)."""
+    runtimes = available_runtimes()
+    if not runtimes:
+        raise RuntimeUnavailable(
+            'no runtime installed: pip install onnxruntime or "hybridsr[openvino]"')
+    found = candidates(precision, runtimes, int8)
+    if len(found) == 1:
+        return found[0][0]
+    return choose(onnx_path, precision, threads, found, measure)[0]
