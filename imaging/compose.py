@@ -32,7 +32,7 @@ def device_tile(lr: np.ndarray, spec: TileSpec, scale: int, backend: DeviceSR) -
     return upscale_tile(lr, as_tile(spec), scale, backend.upscale, context=backend.context)
 
 
-def device_regions(specs: Sequence[TileSpec]) -> list[list[TileSpec]]:
+def device_regions(specs: Sequence[TileSpec | Tile]) -> list[list[TileSpec | Tile]]:
     """Group tiles into rectangles of adjacent tiles, so light SR runs once per rectangle.
 
     Neighbouring tiles overlap and each needs `context` pixels around it: upscaled one
@@ -43,7 +43,7 @@ def device_regions(specs: Sequence[TileSpec]) -> list[list[TileSpec]]:
     rows: dict[int, list[TileSpec]] = {}
     singles = []
     for spec in specs:
-        if spec.method == "copy":
+        if getattr(spec, "method", None) == "copy":  # the planner's tiles have no method
             singles.append([spec])
         else:
             rows.setdefault(spec.y, []).append(spec)
@@ -73,6 +73,20 @@ def device_regions(specs: Sequence[TileSpec]) -> list[list[TileSpec]]:
             open_by_extent[extent] = list(run)
     regions.extend(open_by_extent.values())
     return regions + singles
+
+
+def read_px(region: Sequence[TileSpec | Tile], context: int, width: int, height: int) -> int:
+    """LR pixels light SR reads for one region: its bounding box plus `context` on each
+    side, clamped to the image, as `upscale_region` crops it.
+
+    Why: the device's speed is measured and predicted per pixel read, so a job of many
+    small scattered tiles (context read again around each) and one of a few large regions
+    cost what they really cost.
+    """
+    x0, y0 = min(t.x for t in region), min(t.y for t in region)
+    x1, y1 = max(t.x + t.w for t in region), max(t.y + t.h for t in region)
+    return ((min(width, x1 + context) - max(0, x0 - context))
+            * (min(height, y1 + context) - max(0, y0 - context)))
 
 
 def upscale_region(lr: np.ndarray, specs: Sequence[TileSpec], scale: int,

@@ -43,7 +43,10 @@ class DeviceProfile(_Model):
     power_plugged: bool | None = None
     platform: str = ""
     sr_backend: str = "lanczos"
+    # Per LR pixel the SR model reads (a region plus `sr_context` around it, clamped to the
+    # image); the planner prices the device's regions with both.
     sr_ms_per_lr_pixel: float | None = Field(default=None, ge=0)
+    sr_context: int | None = Field(default=None, ge=0, le=1024)
 
 
 class EdgeLimits(_Model):
@@ -92,7 +95,7 @@ class ClientStats(_Model):
     rtt_s: float | None = Field(default=None, ge=0)
     down_bytes_per_s: float | None = Field(default=None, gt=0)
     up_bytes_per_s: float | None = Field(default=None, gt=0)
-    device_sr_s_per_lr_px: float | None = Field(default=None, ge=0)
+    device_sr_s_per_lr_px: float | None = Field(default=None, ge=0)  # per LR pixel read
 
 
 # --- client → edge -------------------------------------------------------------------

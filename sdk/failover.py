@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybridsr.imaging.compose import device_regions, read_px
 from hybridsr.imaging.lightsr import DeviceSR
 from hybridsr.protocol import Enhance, Generate, Plan, Quote, TileSpec, encode_image
 from hybridsr.sdk.edges import RETRYABLE, Edge, EdgePool, backoff_delay
@@ -111,7 +112,9 @@ class TileRescue:
                 or best.quote.predicted_s is None:
             return None
         edge_s = best.quote.predicted_s * math.ceil(len(specs) / RESCUE_IN_FLIGHT)
-        device_s = sum(s.w * s.h for s in specs) * self.device_s_per_px()
+        read = sum(read_px(r, self.backend.context, plan.lr_width, plan.lr_height)
+                   for r in device_regions(specs))
+        device_s = read * self.device_s_per_px()
         return best.edge if edge_s < device_s else None
 
     async def _tile(self, edge: Edge, request: Generate | Enhance, plan: Plan,

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from hybridsr.imaging.compose import correct_edge_tile, device_regions, plan_tiles, upscale_region
+from hybridsr.imaging.compose import (
+    correct_edge_tile,
+    device_regions,
+    plan_tiles,
+    read_px,
+    upscale_region,
+)
 from hybridsr.imaging.lightsr import DeviceSR
 from hybridsr.imaging.stitch import Stitcher
 from hybridsr.protocol import (
@@ -135,7 +141,7 @@ class DeviceJob:
         self.reconnects = 0
         self.accepted = False  # the edge took the job: leaving it means cancelling it there
         self.ended_by_edge = False  # the edge ended the job itself: nothing to cancel
-        self.device_px = 0  # LR tile pixels the device super-resolved (context not counted)
+        self.device_px = 0  # LR pixels the device's SR read (regions and their context)
         self.done: Done | None = None
         self.done_at: float | None = None  # when `done` arrived: the edge's last word
         self._queue: asyncio.Queue | None = None
@@ -245,9 +251,10 @@ class DeviceJob:
             hrs = await asyncio.to_thread(upscale_region, lr, region, plan.scale, self.backend)
             self.timings.device_sr += time.perf_counter() - t0
             self._mark("device_last", again=True)
+            if plan.scale > 1 and all(s.method != "copy" for s in region):  # a copy: no SR
+                self.device_px += read_px(region, self.backend.context, plan.lr_width,
+                                          plan.lr_height)
             for spec in region:
-                if spec.method != "copy" and plan.scale > 1:  # a copy says nothing of SR speed
-                    self.device_px += spec.w * spec.h  # per tile pixel, context included in time
                 self._add(spec.index, hrs[spec.index], "device", len(plan.tiles))
 
     # --- 4. edge tiles ---------------------------------------------------------------

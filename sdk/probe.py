@@ -17,11 +17,11 @@ from hybridsr.sdk.profile_cache import ProfileCache, profile_cache
 
 def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats: int = 2
                       ) -> float:
-    """Milliseconds per LR tile pixel for `backend`, as a job uses it (best of `repeats`).
+    """Milliseconds per LR pixel read by `backend`, as a job uses it (best of `repeats`).
 
-    A job upscales each tile together with `backend.context` pixels of surroundings, so the
-    figure is per pixel of the tile itself, the context's cost included: that is what the
-    planner multiplies by a tile's size.
+    A job upscales each region of adjacent tiles together with `backend.context` pixels of
+    surroundings; the figure is per pixel read (region and context), which is what the
+    planner multiplies by each region's `read_px`.
     """
     rng = np.random.default_rng(0)
     side = tile + 2 * backend.context
@@ -33,7 +33,7 @@ def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats
         t0 = time.perf_counter()
         upscale_tile(image, centre, scale, backend.upscale, context=backend.context)
         best = min(best, time.perf_counter() - t0)
-    return best * 1000.0 / (tile * tile)
+    return best * 1000.0 / (side * side)
 
 
 def measured_speed(backend: DeviceSR, cache: ProfileCache | None) -> float:
@@ -75,4 +75,5 @@ def probe_device(backend: DeviceSR | None = None, benchmark: bool = True,
         platform=f"{platform.system()}-{platform.machine()}",
         sr_backend=backend.name,
         sr_ms_per_lr_pixel=measured_speed(backend, store) if benchmark else None,
+        sr_context=backend.context,
     )

@@ -76,7 +76,9 @@ class ProfileCache:
         self.max_age_s = max_age_s
 
     def key(self, backend: DeviceSR) -> str:
-        return f"{device_key()}|{runtime_key(backend)}"
+        # "read-px": the unit (ms per LR pixel read, context included); figures stored per
+        # tile pixel by earlier versions are not reused.
+        return f"{device_key()}|{runtime_key(backend)}|read-px"
 
     def get(self, backend: DeviceSR) -> SpeedEntry | None:
         """The stored speed for this device, model and runtime; None if missing or stale."""

@@ -153,10 +153,15 @@ def _theil_sen(points: list[tuple[int, float]]) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class DeviceCosts:
-    """The device's light SR speed; slow defaults so a silent device gets little work."""
+    """The device's light SR speed; slow defaults so a silent device gets little work.
+
+    `sr_s_per_px` is per LR pixel the model reads: a region of adjacent tiles plus the
+    `context` the device's SR reads around it (`imaging.compose.read_px`).
+    """
 
     sr_s_per_px: float = 1e-4  # about 0.1 s per 32x32 LR tile: a slow phone-class device
     stitch_s_per_hr_px: float = 5e-8
+    context: int = 0  # LR pixels read around each region (the device says; 0: unknown)
 
     def sr(self, tile_px: int) -> float:
         return tile_px * self.sr_s_per_px
@@ -166,6 +171,8 @@ class DeviceCosts:
                     quiet: bool = False) -> DeviceCosts:
         """`quiet`: a fallback is logged at DEBUG, not WARNING (quotes: many, and cheap)."""
         costs = cls()
+        if profile is not None and profile.sr_context is not None:
+            costs = replace(costs, context=profile.sr_context)
         level = logging.DEBUG if quiet else logging.WARNING
         measured = stats.device_sr_s_per_lr_px if stats else None
         if measured is None and profile is not None and profile.sr_ms_per_lr_pixel is not None:

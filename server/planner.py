@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from hybridsr.imaging.compose import device_regions, read_px
 from hybridsr.imaging.saliency import select_foreground
 from hybridsr.imaging.tiles import Tile
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
@@ -140,8 +141,8 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     last_decode = max(ready)[1] * shape.decode_s_per_px if ready else 0.0
     edge_done = link_free + link.rtt_s / 2 + last_decode if ready else plan_at_device
 
-    device_calls = [d.sr(t.w * t.h) for t, p in zip(tiles, placement, strict=True)
-                    if p == DEVICE_LIGHT]
+    device_calls = device_sr_calls(
+        shape, d, [t for t, p in zip(tiles, placement, strict=True) if p == DEVICE_LIGHT])
     device_done = plan_at_device + sum(device_calls)
     hr_px = shape.lr_px * shape.scale**2
     stitch = hr_px * d.stitch_s_per_hr_px if on_device or ready else 0.0
@@ -153,6 +154,13 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
     return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
                       busy + t2i)
+
+
+def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
+    """Seconds of each light-SR call the device makes for `tiles`: one per region of
+    adjacent tiles (as `sdk/job.py` runs them), priced per LR pixel it reads."""
+    return [d.sr(read_px(region, d.context, shape.lr_width, shape.lr_height))
+            for region in device_regions(tiles)]
 
 
 def shared_sr_round(e: EdgeCosts, ahead: int, own: int, batch: int, tile_px: int) -> float:

@@ -142,6 +142,27 @@ def test_absurd_device_speed_falls_back_with_a_warning(value, caplog):
     assert len(placement) == len(TILES)
 
 
+def test_device_time_is_priced_per_pixel_read_by_each_region_of_adjacent_tiles():
+    """The SDK upscales adjacent device tiles as one region with its context once: all 25
+    tiles on the device read the 128² image once, not 25 overlapping crops."""
+    c = costs(device_s_per_px=1e-5)
+    c.device = dataclasses.replace(c.device, context=18)
+    s = shape(kind="enhance")
+    every = predict(s, c, [DEVICE_LIGHT] * len(TILES))
+    assert every.device_done - every.plan_at_device == pytest.approx(128 * 128 * 1e-5)
+    corner = [DEVICE_LIGHT if i == 0 else EDGE_DIFFUSION for i in range(len(TILES))]
+    one = predict(s, c, corner)  # tile 0 alone: 32² plus 18 px of context inside the image
+    assert one.device_done - one.plan_at_device == pytest.approx((32 + 18) ** 2 * 1e-5)
+
+
+def test_device_profile_says_how_much_context_its_sr_reads():
+    profile = DeviceProfile(cores=2, memory_total_mb=1.0, memory_available_mb=1.0,
+                            sr_ms_per_lr_pixel=0.01, sr_context=18)
+    assert DeviceCosts.from_client(profile, None).context == 18
+    unknown = profile.model_copy(update={"sr_context": None})  # an older device
+    assert DeviceCosts.from_client(unknown, None).context == 0
+
+
 def test_measured_device_speed_is_used():
     stats = ClientStats(device_sr_s_per_lr_px=3e-6)
     assert DeviceCosts.from_client(None, stats).sr_s_per_px == 3e-6

@@ -94,9 +94,15 @@ async def test_planner_moves_work_off_a_slow_link(edge):
 
 async def test_client_reports_measured_device_speed(edge):
     async with AsyncHybridClient(edge.url, benchmark=False) as client:
-        await client.generate("a", width=128, height=128, seed=1, policy="device-light-all")
+        result = await client.generate("a", width=256, height=256, seed=1,
+                                       policy="device-light-all")
         assert client.stats.device_sr_s_per_lr_px is not None
         assert 0 < client.stats.device_sr_s_per_lr_px < 1e-2
+        # all tiles adjacent: one region, the whole LR image read once (per pixel read)
+        lr_px = result.plan.lr_width * result.plan.lr_height
+        assert len(result.plan.tiles) > 1
+        assert client.stats.device_sr_s_per_lr_px * lr_px == \
+            pytest.approx(result.timings.device_sr)
         await asyncio.sleep(0)
 
 

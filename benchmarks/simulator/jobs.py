@@ -17,6 +17,7 @@ from hybridsr.server.planner import (
     Costs,
     JobShape,
     choose_codec,
+    device_sr_calls,
     place,
     predict,
 )
@@ -267,7 +268,9 @@ class Device:
     # --- on the device
 
     def _device_start(self, job: _Job, tiles: list[Tile], trace: Trace) -> None:
-        work = sum(self.noise(self.truth.device.sr(t.w * t.h)) for t in tiles)
+        # One call per region of adjacent tiles, priced per LR pixel read, as the planner
+        # prices it (`device_sr_calls`) and the SDK runs it.
+        work = sum(self.noise(c) for c in device_sr_calls(job.shape, self.truth.device, tiles))
         done_at = trace.then("device_light", self.sim.now + work)
 
         def done() -> None:
