@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridsr.protocol.images import ImageBlob, ImageFormat, TileQuality
 from hybridsr.protocol.policies import DEFAULT_POLICY, POLICIES  # noqa: F401 (re-exported)
 
-PROTOCOL_VERSION = 1
+# 2: `Cancel.request_sha256` and `DeviceProfile.sr_context` (frames forbid unknown fields, so
+# a version-1 peer would refuse them with a validation error instead of this clear mismatch).
+PROTOCOL_VERSION = 2
 
 JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Destination = Literal["edge", "device"]

@@ -270,7 +270,8 @@ class AsyncHybridClient:
     async def _on(self, edge: Edge, request: Generate | Enhance, lr: np.ndarray | None,
                   on_progress: ProgressCallback | None, route: Route) -> HybridResult:
         """The job on one edge, from submission to the result (or a raise before the plan)."""
-        edge.orphans.pop(request.job_id, None)  # back on this edge: resume it, do not cancel
+        async with edge.lock:  # not while the cancels are being sent
+            edge.orphans.pop(request.job_id, None)  # back on this edge: resume it, not cancel
         conn = await self.pool.connect(edge)
         self._current = edge
         route.visit(edge.url)

@@ -85,6 +85,7 @@ class EdgePool:
         self.stats_for = stats_for or (lambda edge: edge.stats)  # what goes with a quote
         self._turn = 0
         self._reaching: dict[Edge, asyncio.Task] = {}  # edges tried for their orphans' sake
+        self._closed = False
 
     @property
     def several(self) -> bool:
@@ -115,10 +116,13 @@ class EdgePool:
         edge.orphans[cancel.job_id] = cancel
         while len(edge.orphans) > MAX_ORPHANS:
             del edge.orphans[next(iter(edge.orphans))]
-        if edge not in self._reaching:
+        running = self._reaching.get(edge)
+        if not self._closed and (running is None or running.done()):
             task = asyncio.create_task(self._reach(edge), name=f"hybridsr-reach-{edge.url}")
             self._reaching[edge] = task
-            task.add_done_callback(lambda _: self._reaching.pop(edge, None))
+            task.add_done_callback(
+                lambda t: self._reaching.pop(edge, None) if self._reaching.get(edge) is t
+                else None)
 
     async def _reach(self, edge: Edge) -> None:
         """Try to reach `edge` for `ORPHAN_REACH_S`, so that its orphans are cancelled without
@@ -129,9 +133,12 @@ class EdgePool:
             await asyncio.sleep(max(edge.retry_at - self.now(),
                                     backoff_delay(attempt, 0.5, cap_s=5.0)))
             try:
-                await self.connect(edge, timeout=2.0)  # sends the cancels
+                conn = await self.connect(edge, timeout=2.0)  # a fresh one sends the cancels
             except HybridSRError:
                 attempt += 1
+                continue
+            async with edge.lock:  # one already open: send them here
+                await _send_orphans(edge, conn)
 
     async def reconnect(self, edge: Edge, broken: Connection, within_s: float) -> Connection:
         """A fresh connection for every job that lost `broken`, tried for `within_s`."""
@@ -212,6 +219,7 @@ class EdgePool:
             return None
 
     async def close(self) -> None:
+        self._closed = True  # a job ending after this leaves its cancel, tries nothing
         reaching = list(self._reaching.values())
         for task in reaching:
             task.cancel()

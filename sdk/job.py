@@ -439,7 +439,7 @@ class DeviceJob:
         """Cancel the job on its edge; cut off from it, leave the cancel for the next contact.
 
         A later session needs the request's sha256 to cancel it; this session, which
-        submitted or resumed the job, does not (and an edge older than that field takes it).
+        submitted or resumed the job, does not.
         """
         if self.conn.closed_reason is None:
             try:

@@ -37,8 +37,8 @@ def benchmark_backend(backend: DeviceSR, tile: int = 32, scale: int = 4, repeats
 
 
 def measured_speed(backend: DeviceSR, cache: ProfileCache | None) -> float:
-    """ms per LR tile pixel: from `cache` when it holds a fresh figure, else benchmarked
-    now (and stored)."""
+    """ms per LR pixel read (region plus context): from `cache` when it holds a fresh figure,
+    else benchmarked now (and stored)."""
     entry = cache.get(backend) if cache is not None else None
     if entry is not None:
         return entry.sr_ms_per_lr_pixel

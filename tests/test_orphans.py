@@ -118,3 +118,19 @@ async def test_only_the_holder_of_the_request_may_cancel_from_another_session(ed
         await other.close()
     assert codes == ["unknown_job"] * 3 and running
     assert _cancelled(edge) == before + 1
+
+
+async def test_a_closed_pool_tries_no_edge_for_a_job_that_ends_after_it():
+    # A job's `finally` can race the client's close: its cancel is kept, nothing is started.
+    from hybridsr.sdk.edges import EdgePool
+    from hybridsr.sdk.errors import EdgeUnavailable
+
+    async def unreachable(edge, timeout):
+        raise EdgeUnavailable("no edge here")
+
+    pool = EdgePool(["ws://127.0.0.1:9"], unreachable)
+    await pool.close()
+    pool.orphaned(pool.edges[0], Cancel(job_id="left-behind"))
+    await asyncio.sleep(0)
+    reaching = [t for t in asyncio.all_tasks() if t.get_name().startswith("hybridsr-reach")]
+    assert reaching == [] and "left-behind" in pool.edges[0].orphans
