@@ -70,6 +70,13 @@ def _photos() -> list[np.ndarray]:
             data.coffee()[150:214, 250:314]]
 
 
+def _user_photos() -> list[np.ndarray]:
+    """256x256 centre crops of the two photos int8 found hardest: what a user upscales."""
+    from skimage import data
+
+    return [data.astronaut()[128:384, 128:384], data.coffee()[72:328, 172:428]]
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -156,16 +163,20 @@ def test_exact_matches_the_ncnn_reference(runtime, scale, inp):
 
 
 def _fast_candidates() -> list[tuple[str, str]]:
-    return rt.candidates("fast", rt.available_runtimes(), int8=True)
+    """What fast may run here: with `auto` or with either runtime named."""
+    found = rt.candidates("fast", rt.available_runtimes(), int8=True)
+    for runtime in rt.available_runtimes():
+        found += rt.candidates("fast", [runtime], int8=True)
+    return sorted(set(found))
 
 
 @pytest.mark.parametrize("candidate", _fast_candidates(), ids="/".join)
 def test_every_fast_candidate_stays_40db_from_exact(int8_models, candidate):
-    """What `auto` may pick for fast, each one: >= 40 dB on real photos, and really reduced."""
+    """What fast may run, each one: >= 40 dB on real photos, and really reduced."""
     exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
     fast = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
     fast.engine = rt.build_engine(fast.onnx_path, candidate, 2)
-    for photo in _photos():
+    for photo in _photos() + _user_photos():
         a, b = exact.upscale(photo), fast.upscale(photo)
         assert _psnr(a, b) >= 40.0, candidate
         if fast.engine.precision != "f32":  # bf16/f16/int8 must really compute in it
@@ -175,9 +186,21 @@ def test_every_fast_candidate_stays_40db_from_exact(int8_models, candidate):
 @needs_openvino
 def test_openvino_fast_computes_in_the_cpus_reduced_precision(int8_models):
     caps = rt._ov_precision(__import__("openvino").Core(), "fast")
+    assert rt.reduced_float_cpu() == (caps != "f32")  # the flags say what OpenVINO finds
     up = RealESRGAN(threads=2, tile=0, runtime="openvino", precision="fast")
-    assert up.precision in (caps, "int8")
+    assert up.precision == caps if caps != "f32" else up.precision in ("f32", "int8")
     assert rt.build_engine(up.onnx_path, ("openvino", "reduced"), 2).precision == caps
+
+
+def test_int8_is_offered_only_where_no_reduced_float_is(monkeypatch):
+    monkeypatch.setattr(rt, "int8_cpu", lambda: True)
+    both = ["onnxruntime", "openvino"]
+    for bf16 in (True, False):
+        monkeypatch.setattr(rt, "reduced_float_cpu", lambda bf16=bf16: bf16)
+        int8 = [c for c in rt.candidates("fast", both, int8=True) if c[1] == "int8"]
+        assert int8 == ([] if bf16 else [("onnxruntime", "int8"), ("openvino", "int8")])
+        assert ("onnxruntime", "int8") in rt.candidates("fast", ["onnxruntime"], int8=True)
+    assert rt.candidates("fast", ["onnxruntime"], int8=False) == [("onnxruntime", "f32")]
 
 
 @pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
@@ -199,7 +222,8 @@ def test_the_int8_model_is_built_once_beside_the_float_one(int8_models, monkeypa
     convs = [n for n in nodes if n.op_type == "Conv"]
     fed_by_dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     quantized = [c.input[1] in fed_by_dq for c in convs]  # int8 weights
-    assert quantized == [False] + [True] * (len(convs) - 2) + [False]  # first/last stay float
+    assert quantized == [i not in quantize.FLOAT_CONVS for i in range(len(convs) - 1)] + [False]
+    assert 0 in quantize.FLOAT_CONVS and sum(quantized) >= len(convs) - 4  # most are int8
     other = float_path.with_name(float_path.name.replace("-x4-", "-x2-"))
     other.write_bytes(float_path.read_bytes())  # another model (name): another key
     assert quantize.int8_path(other) != q
