@@ -379,3 +379,22 @@ def test_one_engine_serves_concurrent_threads():
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(up.upscale, photos))
     assert all((a == b).all() for a, b in zip(alone, together, strict=True))
+
+
+@needs_openvino
+def test_a_cache_that_cannot_be_written_costs_speed_not_the_runtime(onnx_path, monkeypatch):
+    """Root ignores file modes, so the failing write is injected where the copies are made."""
+    from hybridsr.imaging.realesrgan import prelu, quantize
+
+    def read_only(path, data):
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(prelu, "write_atomic", read_only)
+    monkeypatch.setattr(quantize, "write_atomic", read_only)
+    float_path = rt.cache_dir() / "realesrgan" / onnx_path.name
+    float_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(onnx_path, float_path)
+    engine = rt.build_engine(float_path, ("openvino", "f32"), 1)
+    assert engine._path == float_path  # the converted model as is, no PReLU copy
+    found = [("openvino", "f32"), ("onnxruntime", "int8")]
+    assert rt.choose(float_path, "fast", 1, found) == ("openvino", "f32")  # int8 left out

@@ -19,10 +19,14 @@ from .cache import write_atomic
 __all__ = ["cached_native_prelu", "native_prelu_path"]
 
 
+#: Bump when `fuse_prelu` changes, so old copies are not reused.
+PRELU_VERSION = "1"
+
+
 def native_prelu_path(float_path: Path) -> Path:
     """Where the native-PReLU copy of ``float_path`` (a content-keyed cache file) lives."""
     float_path = Path(float_path)
-    return float_path.with_name(f"{float_path.stem}-prelu.onnx")
+    return float_path.with_name(f"{float_path.stem}-prelu-v{PRELU_VERSION}.onnx")
 
 
 def cached_native_prelu(float_path: Path) -> Path:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from .cache import write_atomic
 __all__ = ["FLOAT_CONVS", "QUANTIZER_VERSION", "calibration_images", "cached_int8", "int8_path"]
 
 log = logging.getLogger(__name__)
+_BUILDING = threading.Lock()  # one build at a time: it swaps sys.stdout while it runs
 
 #: Bump when the quantization recipe changes, so old int8 copies are not reused.
 QUANTIZER_VERSION = "2"
@@ -78,11 +80,20 @@ def int8_path(float_path: Path) -> Path:
 def cached_int8(float_path: Path) -> Path:
     """The int8 copy of ``float_path``, built on a miss (a few seconds, imports onnx)."""
     target = int8_path(float_path)
-    if not target.is_file():
-        started = time.perf_counter()
-        write_atomic(target, _quantize(Path(float_path)))
-        log.info("built int8 model %s in %.1fs", target.name, time.perf_counter() - started)
+    with _BUILDING:
+        if not target.is_file():
+            started = time.perf_counter()
+            write_atomic(target, _quantize(Path(float_path)))
+            log.info("built int8 model %s in %.1fs", target.name,
+                     time.perf_counter() - started)
     return target
+
+
+class _QuantizerChatter(logging.Filter):
+    """Drops the records onnxruntime's quantizer logs through the root logger; only those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "/onnxruntime/quantization/" not in record.pathname.replace("\\", "/")
 
 
 def calibration_images(count: int = CALIBRATION_COUNT, side: int = CALIBRATION_SIDE,
@@ -162,10 +173,10 @@ def _quantize_static(source: Path, target: Path, inputs: list[np.ndarray],
             x = next(self._it, None)
             return None if x is None else {"input": x}
 
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(max(quiet, logging.ERROR))  # the quantizer is chatty
+    chatter = _QuantizerChatter()
+    logging.getLogger().addFilter(chatter)  # the quantizer logs INFO through the root logger
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # and it prints its progress
+        with contextlib.redirect_stdout(io.StringIO()):  # and prints its progress
             quantize_static(
                 str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8,
@@ -174,7 +185,7 @@ def _quantize_static(source: Path, target: Path, inputs: list[np.ndarray],
                 extra_options={"CalibPercentile": PERCENTILE},
             )
     finally:
-        logging.getLogger().setLevel(quiet)
+        logging.getLogger().removeFilter(chatter)
 
 
 def _conv_input_means(model, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -293,14 +293,18 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
     if compute == "int8":
         from .quantize import cached_int8
 
-        path = cached_int8(path)
+        path = cached_int8(path)  # no copy, no int8: an OSError skips this candidate
     elif (runtime == "openvino" and path.parent == cache_dir() / "realesrgan"
           and path.stat().st_size <= _HEAVY_MODEL_BYTES):
         # our own converted models, the compact ones: the RRDB models have no PReLU, and a
         # 67 MB copy of them would change nothing
         from .prelu import cached_native_prelu
 
-        path = cached_native_prelu(path)
+        try:
+            path = cached_native_prelu(path)
+        except OSError as exc:  # a read-only cache: the same model, 12-15% slower
+            log.warning("no native-PReLU copy of %s (%s); running the model as is",
+                        path.name, exc)
     if runtime == "openvino":
         return OpenVinoEngine(path, threads, "fast" if compute == "reduced" else compute)
     return OrtEngine(path, threads, providers, compute)
@@ -405,7 +409,7 @@ def choose(onnx_path: Path, precision: str, threads: int | None,
     for candidate in found:
         try:
             seconds[candidate] = measure(onnx_path, candidate, threads)
-        except ImportError as exc:  # e.g. onnx missing: no int8 copy can be built
+        except (ImportError, OSError) as exc:  # onnx missing, a read-only cache: no int8 copy
             log.warning("cannot measure %s: %s", "/".join(candidate), exc)
     if not seconds:
         raise RuntimeUnavailable(f"none of {found} can run here")
