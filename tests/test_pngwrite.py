@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridsr.imaging.pngwrite import write_png
+from hybridsr.imaging.pngwrite import write_png, zlib_stream
 
 
 def _image(mode: str, h: int, w: int, seed: int) -> Image.Image:
@@ -46,3 +46,16 @@ def test_other_modes_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="modes"):
         write_png(Image.new("P", (4, 4)), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_pieces_deflated_in_parallel_make_one_valid_stream(tmp_path, threads):
+    import zlib
+
+    data = np.random.default_rng(threads).integers(0, 64, 3 << 20, dtype=np.uint8).tobytes()
+    stream = zlib_stream(data, 1, threads)
+    assert stream != zlib.compress(data, 1)  # several pieces, each with its own window
+    assert zlib.decompress(stream) == data  # header, pieces and Adler-32 agree
+    image = _image("RGB", 1024, 1024, seed=threads)  # 3 MB filtered: the parallel path
+    write_png(image, tmp_path / "x.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), np.asarray(image))
