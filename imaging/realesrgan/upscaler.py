@@ -217,7 +217,9 @@ class RealESRGAN:
         return list(getattr(self.engine, "providers", []))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        """One padded tile, HxWx3 uint8 -> (H*s)x(W*s)x3 float32 in 0..255."""
+        """One padded tile, HxWx3 uint8 -> 3x(H*s)x(W*s) float32 in 0..1, as the model
+        wrote it: scaling and rounding run on the crop that is kept, in this contiguous
+        layout, and only the uint8 result is transposed (a quarter of the bytes)."""
         inp = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
         inp *= np.float32(1.0 / 255.0)
         y = self.engine.run(inp)
@@ -227,9 +229,7 @@ class RealESRGAN:
                 f"model {self.model_name} turned {h}x{w} into {y.shape[-2]}x{y.shape[-1]}, "
                 f"expected scale {self.scale}"
             )
-        y = y[0].transpose(1, 2, 0)
-        y *= np.float32(255.0)
-        return y
+        return y[0]
 
     def upscale(self, img: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Upscale an HxWx3 uint8 RGB image; ``progress(done, total)`` after each tile."""
@@ -257,9 +257,11 @@ class RealESRGAN:
                 cols = reflect_indices(wx0 - border, wx1 - border, w)
                 ox = (x0 + border - wx0) * s
                 y = self._run(img[rows[:, None], cols[None, :]])
-                crop = y[oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
-                np.clip(np.rint(crop), 0, 255, out=crop)
-                out[y0 * s : y1 * s, x0 * s : x1 * s] = crop
+                crop = y[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+                crop *= np.float32(255.0)
+                np.rint(crop, out=crop)
+                np.clip(crop, 0, 255, out=crop)
+                out[y0 * s : y1 * s, x0 * s : x1 * s] = crop.astype(np.uint8).transpose(1, 2, 0)
                 done += 1
                 if progress is not None:
                     progress(done, ny * nx)
