@@ -116,13 +116,10 @@ class EdgePool:
         edge.orphans[cancel.job_id] = cancel
         while len(edge.orphans) > MAX_ORPHANS:
             del edge.orphans[next(iter(edge.orphans))]
-        running = self._reaching.get(edge)
+        running = self._reaching.get(edge)  # the latest try per edge, finished or not
         if not self._closed and (running is None or running.done()):
-            task = asyncio.create_task(self._reach(edge), name=f"hybridsr-reach-{edge.url}")
-            self._reaching[edge] = task
-            task.add_done_callback(
-                lambda t: self._reaching.pop(edge, None) if self._reaching.get(edge) is t
-                else None)
+            self._reaching[edge] = asyncio.create_task(self._reach(edge),
+                                                       name=f"hybridsr-reach-{edge.url}")
 
     async def _reach(self, edge: Edge) -> None:
         """Try to reach `edge` for `ORPHAN_REACH_S`, so that its orphans are cancelled without
