@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hybridsr.imaging.cpu import cpu_model
 from hybridsr.imaging.lightsr import DeviceSR
 
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600.0
@@ -29,20 +30,6 @@ class SpeedEntry:
     measured_at: float  # time.time() of the last benchmark or job that set it
     source: str  # "benchmark" | "job"
     jobs: int = 0  # real jobs folded in since the last benchmark
-
-
-def cpu_model() -> str:
-    """The CPU's name as the OS reports it ("" when it does not)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-    except OSError:
-        return platform.processor()
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    for name in ("model name", "Model", "Hardware", "CPU part", "cpu model"):
-        if fields.get(name):
-            return fields[name]
-    return platform.processor()
 
 
 def device_key() -> str:

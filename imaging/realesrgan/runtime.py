@@ -35,6 +35,8 @@ from typing import Protocol
 
 import numpy as np
 
+from hybridsr.imaging.cpu import cpu_flags, cpu_model
+
 from .cache import cache_dir, write_atomic
 
 __all__ = [
@@ -197,18 +199,6 @@ def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
 Candidate = tuple[str, str]
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, ARM ``Features``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def int8_cpu() -> bool:
     """Whether this CPU has int8 dot products: x86 VNNI (AVX512 or AVX) or any 64-bit ARM.
 
@@ -216,13 +206,13 @@ def int8_cpu() -> bool:
     """
     if platform.machine().lower() in ("arm64", "aarch64"):
         return True
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def reduced_float_cpu() -> bool:
     """Whether OpenVINO can compute in bf16 (x86 AVX512-BF16/AMX) or f16 (ARM with FP16
     arithmetic) here: read from the CPU's flags, so ``auto`` need not import OpenVINO."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "asimdhp" in flags or platform.system() == "Darwin"
     return bool(flags & {"avx512_bf16", "amx_bf16"})
@@ -318,17 +308,6 @@ def check_choice(runtime: str, precision: str) -> None:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(dist: str) -> str:
     """``dist``'s version from its ``.dist-info`` folder beside the package.
 
@@ -357,7 +336,7 @@ def choice_key(onnx_path: Path, precision: str, threads: int | None,
     """What the measured choice depends on: device, model file, precision, candidates,
     runtime versions."""
     runtimes = sorted({r for r, _ in found})
-    parts = ["v2", _cpu_name(), platform.machine(), str(os.cpu_count()), str(threads),
+    parts = ["v2", cpu_model(), platform.machine(), str(os.cpu_count()), str(threads),
              precision, Path(onnx_path).name, *("/".join(c) for c in found),
              *(f"{r}={_version(r)}" for r in runtimes)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
@@ -419,7 +398,8 @@ def choose(onnx_path: Path, precision: str, threads: int | None,
              "/".join(best), named)
     choices = _read_choices()
     choices[key] = {"runtime": best[0], "compute": best[1], "seconds": named,
-                    "precision": precision, "model": Path(onnx_path).name, "cpu": _cpu_name()}
+                    "precision": precision, "model": Path(onnx_path).name,
+                    "cpu": cpu_model() or platform.machine()}
     try:
         write_atomic(_choice_file(), json.dumps(choices, indent=1).encode())
     except OSError as exc:  # a read-only cache only costs a re-measure next time
