@@ -101,7 +101,7 @@ class Edge:
         """Register and start a job; it is forgotten `result_ttl_s` after it ends."""
         job_id = job.request.job_id
         self.jobs[job_id] = job
-        task = asyncio.create_task(job.run(), name=f"job-{job_id}")
+        task = job.task = asyncio.create_task(job.run(), name=f"job-{job_id}")
         self.tasks.add(task)
 
         def ended(t: asyncio.Task) -> None:
@@ -110,13 +110,14 @@ class Edge:
             self._finished_bytes += job.log_bytes
             limit = self.config.result_cache_mb * 2**20
             while self._finished_bytes > limit and len(self._finished) > 1:
-                self._forget(self._finished[0])  # memory stays bounded under load
-            asyncio.get_running_loop().call_later(self.config.result_ttl_s, self._forget, job)
+                self.forget(self._finished[0])  # memory stays bounded under load
+            asyncio.get_running_loop().call_later(self.config.result_ttl_s, self.forget, job)
 
         task.add_done_callback(ended)
         return task
 
-    def _forget(self, job: EdgeJob) -> None:
+    def forget(self, job: EdgeJob) -> None:
+        """Drop an ended job and its log: a resend of its request is a new job."""
         if job in self._finished:
             self._finished.remove(job)
             self._finished_bytes -= job.log_bytes

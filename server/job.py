@@ -62,6 +62,9 @@ class EdgeJob:
         self.cancelled = threading.Event()  # read by pipeline callbacks in worker threads
         self.timings: dict[str, float] = {}
         self.finished = False
+        self.cancel_asked = False  # by its client, or by the edge when nobody came back
+        self.outcome: str | None = None  # "done", "cancelled" or an error code, once ended
+        self.task: asyncio.Task | None = None  # set by `Edge.launch`
         self._log: list[BaseModel] = []  # plan, tiles, done/error: replayed on re-attach
         self._subscriber: Send | None = send
         self._lock = asyncio.Lock()
@@ -71,7 +74,14 @@ class EdgeJob:
         self._probed = False  # whether a tile was also encoded with the other candidates
 
     def cancel(self) -> None:
+        self.cancel_asked = True
         self.cancelled.set()
+
+    @property
+    def cancelled_early(self) -> bool:
+        """Cancelled before it could finish: resending its request runs it again, since a
+        replayed `cancelled` is not what a device that asks again wants."""
+        return self.cancel_asked and self.outcome in (None, "cancelled")
 
     async def attach(self, send: Send) -> None:
         """A reconnected client takes over: replay what it may have missed, then go live."""
@@ -139,7 +149,7 @@ class EdgeJob:
                 Error(job_id=job_id, code=ErrorCode.INTERNAL.value, message=f"edge error: {exc}")
             )
         finally:
-            self.finished = True
+            self.finished, self.outcome = True, outcome
             self.cancelled.set()  # any straggling tile work of this job stops here
             self.edge.job_finished(outcome)
             for stage, seconds in self.timings.items():

@@ -40,6 +40,8 @@ from hybridsr.server.validation import validate_enhance, validate_generate
 
 log = logging.getLogger(__name__)
 
+CANCEL_WAIT_S = 10.0  # a cancelled job stops at its next pipeline step; longer means stuck
+
 
 class Session:
     def __init__(self, ws: web.WebSocketResponse, edge: Edge, client_key: str = "") -> None:
@@ -136,6 +138,7 @@ class Session:
         edge = self.edge
         self.jobs = {k: j for k, j in self.jobs.items() if not j.finished}  # keep memory flat
         request_sha256 = fingerprint(message)
+        await self._replace_cancelled(message.job_id, request_sha256)
         if message.job_id in edge.jobs:
             await self._resume(message.job_id, request_sha256)
             return
@@ -158,6 +161,21 @@ class Session:
             await self.send(Accepted(job_id=request.job_id, queue_position=position))
         except Exception:  # gone: `serve` detaches the job; the client may come back
             log.info("session %s: could not confirm job %s", self.id, request.job_id)
+
+    async def _replace_cancelled(self, job_id: str, request_sha256: str) -> None:
+        """A resent request whose job was cancelled runs again: wait for the cancelled one
+        to stop (one pipeline step) and forget it. The device's cancel of a job it left
+        behind can reach the edge just before the device sends the same job here again."""
+        old = self.edge.jobs.get(job_id)
+        if old is None or old.fingerprint != request_sha256 or not old.cancelled_early:
+            return
+        if old.task is not None and not old.task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(old.task), CANCEL_WAIT_S)
+            except TimeoutError:
+                raise ProtocolError(ErrorCode.BUSY, f"job {job_id!r} is still stopping",
+                                    retry_after_s=1.0) from None
+        self.edge.forget(old)
 
     async def _resume(self, job_id: str, request_sha256: str) -> None:
         existing = self.edge.jobs[job_id]

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from netproxy import Proxy
 
-from hybridsr.protocol import Cancel, DeviceProfile, Error, Generate, fingerprint
+from hybridsr.protocol import Accepted, Cancel, DeviceProfile, Done, Error, Generate, fingerprint
 from hybridsr.sdk import AsyncHybridClient, StageTimeouts
 from hybridsr.sdk.connection import Connection
 from hybridsr.server import BackgroundEdge, EdgeConfig
@@ -118,6 +118,32 @@ async def test_only_the_holder_of_the_request_may_cancel_from_another_session(ed
         await other.close()
     assert codes == ["unknown_job"] * 3 and running
     assert _cancelled(edge) == before + 1
+
+
+async def test_a_request_resent_right_after_its_cancel_runs_again(edge):
+    # The device's cancel of a job it left here can reach the edge just before the same job,
+    # sent here again: the edge must not attach the resend to the job it is stopping.
+    request = Generate(job_id="again-1", prompt="again", seed=5, width=512, height=512,
+                       policy="edge-diffusion-all")
+    conn = await Connection.open(edge.url, PROFILE)
+    try:
+        replies = conn.subscribe("again-1")
+        await conn.send(request)
+        first = await asyncio.wait_for(replies.get(), 10)
+        await conn.send(Cancel(job_id="again-1"))
+        await conn.send(request)
+        seen = []
+        while not (seen and isinstance(seen[-1], Done)):
+            message = await asyncio.wait_for(replies.get(), 30)
+            seen.append(message)
+            if isinstance(message, Error) and message.code != "cancelled":
+                break
+    finally:
+        await conn.close()
+    accepted = [m for m in seen if isinstance(m, Accepted)]
+    assert isinstance(first, Accepted)
+    assert [a.resumed for a in accepted] == [False] and isinstance(seen[-1], Done)
+    assert edge.app[EDGE_KEY].jobs["again-1"].outcome == "done"
 
 
 async def test_a_closed_pool_tries_no_edge_for_a_job_that_ends_after_it():
