@@ -15,6 +15,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridsr.protocol.errors import ErrorCode, ProtocolError
+from hybridsr.protocol.png import encode_png
 
 ImageFormat = Literal["png", "webp", "jpeg"]
 TileQuality = Literal["lossless", "high", "balanced"]  # as policies.TILE_QUALITIES
@@ -81,17 +82,17 @@ def encode_image(array: np.ndarray, fmt: ImageFormat = "png", quality: int | Non
         raise ValueError(f"expected an HxWx3 uint8 array, got {array.shape} {array.dtype}")
     if (fmt == "jpeg" and quality is None) or (fmt == "png" and quality is not None):
         raise ValueError("jpeg needs a quality; png never has one")
+    h, w = array.shape[:2]
+    if fmt == "png":  # our encoder: 9x less CPU than Pillow's (protocol/png.py)
+        return ImageBlob(format=fmt, width=w, height=h, data=encode_png(array))
     buf = io.BytesIO()
     image = Image.fromarray(array, "RGB")
-    if fmt == "png":
-        image.save(buf, format="PNG", compress_level=1)
-    elif fmt == "jpeg":
+    if fmt == "jpeg":
         image.save(buf, format="JPEG", quality=quality, subsampling=0)
     elif quality is None:
         image.save(buf, format="WEBP", lossless=True, quality=80, method=0)
     else:
         image.save(buf, format="WEBP", quality=quality, method=0)
-    h, w = array.shape[:2]
     return ImageBlob(format=fmt, width=w, height=h, data=buf.getvalue(), quality=quality)
 
 

@@ -1,4 +1,5 @@
-"""The upscaler's PNG writer: every mode it takes reads back pixel for pixel with Pillow."""
+"""The PNG encoder (protocol/png.py) and the upscaler's writer: every mode reads back pixel
+for pixel with Pillow, through ISA-L's deflate and through zlib's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 from PIL import Image
 
 from hybridsr.imaging.pngwrite import write_png, zlib_stream
+from hybridsr.protocol import decode_image, encode_image
+from hybridsr.protocol.png import encode_png
 
 
 def _image(mode: str, h: int, w: int, seed: int) -> Image.Image:
@@ -59,3 +62,26 @@ def test_pieces_deflated_in_parallel_make_one_valid_stream(tmp_path, threads):
     image = _image("RGB", 1024, 1024, seed=threads)  # 3 MB filtered: the parallel path
     write_png(image, tmp_path / "x.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), np.asarray(image))
+
+
+@pytest.mark.parametrize("use_isal", [True, False])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_both_deflates_read_back_exactly(channels, use_isal):
+    import io
+
+    pixels = np.random.default_rng(channels).integers(0, 256, (61, 67, channels), np.uint8)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(pixels, use_isal=use_isal))))
+    assert np.array_equal(back.reshape(pixels.shape), pixels)
+
+
+def test_png_tiles_on_the_wire_decode_exactly():
+    from synthetic import photo_like
+
+    tile = photo_like(96, 80, seed=3)
+    blob = encode_image(tile, "png")
+    assert blob.data.startswith(b"\x89PNG") and np.array_equal(decode_image(blob), tile)
+
+
+def test_the_wire_encoder_refuses_what_png_cannot_hold():
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(np.zeros((4, 4, 3), np.uint16))
