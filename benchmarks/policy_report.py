@@ -75,7 +75,8 @@ def measured_profile(rows: Sequence[dict[str, Any]], measured: dict[str, Any], s
                        sr_batch=measured["sr_batch"], threshold=rows[0]["threshold"],
                        fg_share=round(statistics.fmean(fg), 3) if fg else 0.3,
                        bytes_per_px=measured["bytes_per_px"],
-                       source="measured by benchmarks/policies.py on this machine",
+                       source="measured by benchmarks/policies.py, edge on "
+                              f"{measured.get('edge_device', 'cpu')}",
                        light_batch=measured.get("light_batch", 1),
                        codecs=measured.get("codecs"))
 
