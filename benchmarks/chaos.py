@@ -33,24 +33,29 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from load import Tally
+
 from hybridsr.protocol import DeviceProfile
-from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts
+from hybridsr.sdk import AsyncHybridClient, HybridResult, HybridSRError, StageTimeouts
 
 
 @dataclass
-class Tally:
-    done: int = 0
-    degraded: int = 0
+class ChaosTally(Tally):
+    """load.py's tally, plus moved jobs and the stops and restarts; failures and lost jobs
+    are itemised by message, since here they say which edge went away and how."""
+
     moved: int = 0
-    failed: int = 0
-    lost: int = 0
-    latencies: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
-    def error(self, text: str) -> None:
-        key = text[:120]
-        self.errors[key] = self.errors.get(key, 0) + 1
+    def error(self, key: str, n: int = 1) -> None:
+        super().error(key[:120], n)
+
+    def error_key(self, exc: HybridSRError) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    def lose(self, why: str) -> None:
+        super().lose(why)
+        self.error(f"LOST {why}")
 
 
 def _free_port() -> int:
@@ -112,7 +117,7 @@ class EdgeProcess:
 
 
 async def chaos(edges: list[EdgeProcess], rng: random.Random, gap_s: float, pause_s: float,
-                tally: Tally, stop: asyncio.Event, t0: float) -> None:
+                tally: ChaosTally, stop: asyncio.Event, t0: float) -> None:
     """Stop a random edge (kill -9 or SIGTERM) while another is up; restart it later."""
     restarts: set[asyncio.Task] = set()
 
@@ -140,43 +145,34 @@ async def chaos(edges: list[EdgeProcess], rng: random.Random, gap_s: float, paus
     await asyncio.gather(*restarts, return_exceptions=True)
 
 
-async def device(index: int, urls: list[str], args: argparse.Namespace, tally: Tally) -> None:
+async def device(index: int, urls: list[str], args: argparse.Namespace, tally: ChaosTally) -> None:
     timeouts = StageTimeouts(accept=10, plan=60, tiles=20, resume=5, failover=2)
     profile = DeviceProfile(cores=2, memory_total_mb=4096, memory_available_mb=2048,
                             sr_backend=args.device_sr)
     async with AsyncHybridClient(edges=urls, selection=args.select, device_sr=args.device_sr,
                                  profile=profile, timeouts=timeouts, retries=6) as client:
         for job in range(args.jobs):
-            t = time.perf_counter()
-            try:
-                async with asyncio.timeout(args.job_timeout):
-                    result = await client.generate(
-                        f"device {index} job {job}", width=args.size, height=args.size,
-                        seed=index * 100 + job, policy=args.policy)
-            except HybridSRError as exc:
-                tally.failed += 1
-                tally.error(f"{type(exc).__name__}: {exc}")
+            tally.submitted += 1
+            result = await tally.measure(
+                client.generate(f"device {index} job {job}", width=args.size, height=args.size,
+                                seed=index * 100 + job, policy=args.policy),
+                args.job_timeout, check=lambda r: wrong_size(r, args.size))
+            if result is None:
                 continue
-            except Exception as exc:  # noqa: BLE001 (a timeout or a bug: the job is lost)
-                tally.lost += 1
-                tally.error(f"LOST {type(exc).__name__}: {exc}")
-                continue
-            if result.image.size != (args.size, args.size):
-                tally.lost += 1
-                tally.error(f"LOST wrong size {result.image.size}")
-                continue
-            tally.done += 1
-            tally.degraded += result.degraded
             tally.moved += result.moved
-            tally.latencies.append(time.perf_counter() - t)
             if result.moved or result.degraded:
-                tally.error(f"note: {'; '.join(result.moves)}"[:120])
+                tally.error(f"note: {'; '.join(result.moves)}")
+
+
+def wrong_size(result: HybridResult, size: int) -> str | None:
+    """A finished job whose image is not the size asked for is lost, not done."""
+    return None if result.image.size == (size, size) else f"wrong size {result.image.size}"
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     logs = Path(tempfile.mkdtemp(prefix="hybridsr-chaos-"))
     edges = [EdgeProcess(_free_port(), logs) for _ in range(args.edges)]
-    tally = Tally()
+    tally = ChaosTally()
     try:
         await asyncio.gather(*(e.start() for e in edges))
         rng = random.Random(args.seed)
@@ -195,7 +191,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     q = statistics.quantiles(lat, n=20) if len(lat) >= 2 else lat * 19 or [0.0] * 19
     total = args.clients * args.jobs
     return {
-        "done": tally.done, "degraded": tally.degraded, "moved": tally.moved,
+        "done": tally.completed + tally.degraded, "degraded": tally.degraded, "moved": tally.moved,
         "failed": tally.failed, "lost": tally.lost, "jobs": total,
         "p50_s": round(statistics.median(lat), 3) if lat else None,
         "p95_s": round(q[18], 3) if lat else None,

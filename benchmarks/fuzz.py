@@ -1,7 +1,7 @@
 """The long fuzz run of the wire protocol: the decoder alone, or a real edge over a WebSocket.
 
 Why: the fast property tests (tests/test_fuzz.py) try a few thousand frames; this tries as
-many as you ask, with the same generators (benchmarks/fuzzframes.py), and counts what broke.
+many as you ask, with the same generators (benchmarks/fuzzframes/), and counts what broke.
 A frame BROKE when it made `decode`/`decode_image` raise anything but `ProtocolError`, took
 longer than --hang-s, failed its round trip, or (--server) when the edge dropped the session,
 went quiet, answered something other than the local decoder predicts, or failed a good job.

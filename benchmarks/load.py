@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,8 @@ from hybridsr.sdk import AsyncHybridClient, HybridSRError, StageTimeouts
 
 @dataclass
 class Tally:
+    """How jobs ended; `completed` and `degraded` are disjoint (done is their sum)."""
+
     submitted: int = 0
     completed: int = 0
     degraded: int = 0
@@ -39,25 +41,43 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
 
-    async def measure(self, job: Awaitable[Any], timeout: float) -> None:
+    def error(self, key: str, n: int = 1) -> None:
+        self.errors[key] = self.errors.get(key, 0) + n
+
+    def error_key(self, exc: HybridSRError) -> str:
+        """How failures are grouped in `errors`: the wire code, else the error's type."""
+        return getattr(exc, "code", type(exc).__name__)
+
+    def lose(self, why: str) -> None:
+        """Count a lost job (`why` says what became of it; not kept here)."""
+        self.lost += 1
+
+    async def measure(self, job: Awaitable[Any], timeout: float,
+                      check: Callable[[Any], str | None] | None = None) -> Any:
         """Run one job and count how it ended: done, degraded, failed (a clear SDK error)
-        or lost (neither an image nor a clear error)."""
+        or lost (neither an image nor a clear error, or a result `check` finds wrong).
+        Returns the result, None when the job failed or was lost."""
         t0 = time.perf_counter()
         try:
             result = await asyncio.wait_for(job, timeout)
         except HybridSRError as exc:
             self.failed += 1
-            key = getattr(exc, "code", type(exc).__name__)
-            self.errors[key] = self.errors.get(key, 0) + 1
-            return
-        except Exception:
-            self.lost += 1
-            return
-        self.latencies.append(time.perf_counter() - t0)
+            self.error(self.error_key(exc))
+            return None
+        except Exception as exc:
+            self.lose(f"{type(exc).__name__}: {exc}")
+            return None
+        latency = time.perf_counter() - t0
+        problem = check(result) if check is not None else None
+        if problem is not None:
+            self.lose(problem)
+            return None
+        self.latencies.append(latency)
         if result.degraded:
             self.degraded += 1
         else:
             self.completed += 1
+        return result
 
 
 def _free_port() -> int:
@@ -95,7 +115,7 @@ async def one_client(url: str, jobs: int, size: int, seed: int, tally: Tally,
     except HybridSRError as exc:
         tally.submitted += jobs
         tally.failed += jobs
-        tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__, 0) + jobs
+        tally.error(type(exc).__name__, jobs)
         return
     try:
         for j in range(jobs):

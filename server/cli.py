@@ -17,7 +17,7 @@ from hybridsr.server.app import create_app
 from hybridsr.server.backends import BACKENDS, BackendStartError
 from hybridsr.server.config import EdgeConfig
 from hybridsr.server.edge import EDGE_KEY
-from hybridsr.server.logs import setup_logging
+from hybridsr.server.logs import stderr_logging
 from hybridsr.server.models import ModelLoadError
 from hybridsr.server.presets import PRESETS
 from hybridsr.server.security import server_ssl_context
@@ -157,22 +157,17 @@ def run_deploy(config: EdgeConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_model_libraries()
-    setup_logging(args.log_level, args.log_format)
-    fields = {k: v for k, v in vars(args).items() if k in EdgeConfig.__dataclass_fields__}
-    config = EdgeConfig(**fields)
-    if args.command == "deploy":
-        return run_deploy(config)
+def flag_problem(config: EdgeConfig) -> str | None:
+    """What is wrong with `serve`'s flags, in one line (None: nothing)."""
     if not 0 <= config.overlap < config.tile:
-        print("hybridsr-edge: error: --overlap must be >= 0 and smaller than --tile",
-              file=sys.stderr)
-        return 2
+        return "--overlap must be >= 0 and smaller than --tile"
     if config.sr_batch < 1 or not 0 <= config.sr_batch_wait_ms <= 10_000:
-        print("hybridsr-edge: error: --sr-batch must be >= 1 and --sr-batch-wait-ms "
-              "between 0 and 10000", file=sys.stderr)
-        return 2
+        return "--sr-batch must be >= 1 and --sr-batch-wait-ms between 0 and 10000"
+    return None
+
+
+def run_serve(config: EdgeConfig) -> int:
+    """`hybridsr-edge serve`: serve until a signal; 1 when the edge cannot start."""
     try:
         context = (server_ssl_context(config.tls_cert, config.tls_key)
                    if config.tls_cert else None)
@@ -189,6 +184,21 @@ def main(argv: list[str] | None = None) -> int:
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k in EdgeConfig.__dataclass_fields__}
+    config = EdgeConfig(**fields)
+    problem = flag_problem(config) if args.command == "serve" else None
+    if problem:
+        print(f"hybridsr-edge: error: {problem}", file=sys.stderr)
+        return 2
+    quiet_model_libraries()
+    # Logging is set up for this call only: called in-process (tests, apps), main leaves
+    # the caller's logging as it found it instead of logging everything to stderr after.
+    with stderr_logging(args.log_level, args.log_format):
+        return run_deploy(config) if args.command == "deploy" else run_serve(config)
 
 
 if __name__ == "__main__":

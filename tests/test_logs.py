@@ -40,3 +40,14 @@ def test_setting_up_twice_keeps_one_handler_and_others_handlers(root_logging, mo
     logging.getLogger("hybridsr.test").info("once")
     assert sys.stderr.getvalue().count("once") == 1
     assert other in root_logging.handlers
+
+
+def test_an_in_process_cli_call_leaves_the_root_logger_as_it_was(root_logging, capsys):
+    from hybridsr.server.cli import main
+
+    before = (list(root_logging.handlers), root_logging.level)
+    assert main(["serve", "--sr-batch", "0"]) == 2
+    assert main(["deploy", "--ray-address", "local", "--log-level", "DEBUG"]) == 2
+    assert (list(root_logging.handlers), root_logging.level) == before
+    logging.getLogger("hybridsr.test").info("after the call")
+    assert "after the call" not in capsys.readouterr().err

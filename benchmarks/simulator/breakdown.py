@@ -50,7 +50,7 @@ class Knobs:
 
     stitch_s: float = 0.6  # device stitch + colour fix at 2048² (H200 run, hybrid, lan)
     fast_stitch_s: float = 0.15  # issue 11 item 5's goal: 4x faster
-    gpu_light_s_per_tile: float = 0.0009  # compact Real-ESRGAN, one 128² LR tile, H200
+    gpu_light_s_per_tile: float = 0.0009  # compact Real-ESRGAN, 128² LR tile, H200: issue 11
     light_batch: int = 16  # the edge's torch lot on CUDA (server/backends/local.py)
     one_step_steps: int = 1  # UNet steps of the one-step diffusion SR what-if
     x4_vae_s_per_tile: float = 0.025  # x4 upscaler VAE decode, 128² → 512² (NOTES.md, H200)

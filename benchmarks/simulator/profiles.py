@@ -83,7 +83,8 @@ def h200_profile(fg_share: float = 0.3) -> Profile:
 
     From /work/shared/NOTES.md (fp16, eager): UNet step 512² 22 ms, VAE decode 512² 21 ms;
     x4 UNet step on 128² tiles 23.4 ms (batch 1) / 28.1 ms (batch 4), its VAE decode 25 ms a
-    tile; Real-ESRGAN compact 0.9 ms per 128² tile on the GPU, 0.15 s on a 2-core CPU.
+    tile; Real-ESRGAN compact 0.15 s per 128² tile on a 2-core CPU. Its 0.9 ms per 128² tile
+    on the GPU is quoted from issue 11's text, not measured by us.
     A diffusion-SR call of n tiles = 20 × UNet step(n) + n × 25 ms, fitted at n = 1 and 4.
     """
     px, tile_px = 512 * 512, 128 * 128
@@ -95,5 +96,6 @@ def h200_profile(fg_share: float = 0.3) -> Profile:
     device = DeviceCosts(sr_s_per_px=0.15 / tile_px)
     return Profile("h200-sd-turbo", edge, device, 512, 512, scale=4, steps=2, tile=128,
                    overlap=16, sr_batch=4, threshold=0.5, fg_share=fg_share,
-                   bytes_per_px=DEFAULT_BYTES_PER_PX, source="H200 figures, NOTES.md")
+                   bytes_per_px=DEFAULT_BYTES_PER_PX,
+                   source="H200 figures, NOTES.md; GPU light SR quoted from issue 11")
 
