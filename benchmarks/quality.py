@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py --quick                 # about 2-3 min on 2 CPU cores
     python benchmarks/quality.py --write                 # the RESULTS.md table (3 photos)
+    python benchmarks/quality.py --threshold 0.4 --policies hybrid   # another saliency threshold
 
 scikit-image's photographs (cropped to `--size`) are downscaled x4 (Pillow bicubic with
 antialiasing) and enhanced back through a real localhost edge (Real-ESRGAN x4plus for heavy
