@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py --quick                 # about 2-3 min on 2 CPU cores
     python benchmarks/quality.py --write                 # the RESULTS.md table (3 photos)
+    python benchmarks/quality.py --threshold 0.4 --policies hybrid   # another saliency threshold
 
 scikit-image's photographs (cropped to `--size`) are downscaled x4 (Pillow bicubic with
 antialiasing) and enhanced back through a real localhost edge (Real-ESRGAN x4plus for heavy
@@ -105,6 +106,8 @@ def downscale(hr: np.ndarray, scale: int = 4) -> np.ndarray:
 async def run(args: argparse.Namespace) -> list[dict]:
     config = EdgeConfig(port=0, preset="realesrgan", rate_per_s=0, torch_threads=args.threads,
                         light_threads=args.threads)
+    if args.threshold is not None:  # the edge's default otherwise
+        config.threshold = args.threshold
     rows = []
     heavy = RealESRGAN("realesrgan-x4plus", scale=4, threads=args.threads, tile=0)
     with BackgroundEdge(config) as edge:
@@ -228,6 +231,8 @@ def main() -> int:
                         help="threads for each of edge and device (they share this host)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per photo and policy; the latency is their median")
+    parser.add_argument("--threshold", type=float,
+                        help="the edge's saliency threshold (default: EdgeConfig's)")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
     args.photos = args.photos or (["astronaut", "coffee"] if args.quick else list(PHOTOS[:3]))
