@@ -12,8 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 from hybridsr.imaging.compose import device_regions, read_px
+from hybridsr.imaging.regions import region_read_px
 from hybridsr.imaging.saliency import select_foreground
 from hybridsr.imaging.tiles import Tile
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
@@ -86,74 +91,144 @@ class Prediction:
 def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
             ) -> Prediction:
     """Walk the job's timeline: T2I, plan transfer, edge SR batches, the downlink, the device."""
-    e, d, link = costs.edge, costs.device, costs.link
-    # Each edge worker is shared round-robin with the other jobs using it at the moment.
-    sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
-    t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
-    # The LR image is encoded before the plan goes out and decoded on the device before its
-    # SR starts; the edge's SR workers start once the plan is sent.
-    generate = shape.kind == "generate"
-    plan_sent = shape.queue_wait_s + t2i + (shape.lr_px * shape.encode_s_per_px if generate
-                                            else 0.0)
-    plan_bytes = shape.lr_px * shape.bytes_per_px if generate else 200.0
-    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes) \
-        + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
+    if len(placement) != len(shape.tiles):
+        raise ValueError(f"{len(placement)} places for {len(shape.tiles)} tiles")
+    timeline = Timeline(shape, costs)
+    where = {EDGE_DIFFUSION: [], EDGE_LIGHT: [], DEVICE_LIGHT: []}
+    for i, p in enumerate(placement):
+        where.get(p, [None]).append(i)
+    edge = timeline.edge(np.array(where[EDGE_DIFFUSION], dtype=np.intp),
+                         np.array(where[EDGE_LIGHT], dtype=np.intp))
+    device = timeline.device(np.array(where[DEVICE_LIGHT], dtype=np.intp))
+    stitched = any(p[0] == "device" for p in placement) or edge.tiles > 0
+    return timeline.prediction(edge, device, stitched)
 
-    tiles = list(shape.tiles)
-    diffusion = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_DIFFUSION]
-    light = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_LIGHT]
-    on_device = [t for t, p in zip(tiles, placement, strict=True) if p[0] == "device"]
 
-    sr_lots = [diffusion[i : i + max(1, shape.sr_batch)]
-               for i in range(0, len(diffusion), max(1, shape.sr_batch))]
-    lot = max(1, shape.light_batch)
-    light_lots = [light[i : i + lot] for i in range(0, len(light), lot)]
-    sr_costs = [e.sr_batch(len(b), max(t.w * t.h for t in b)) for b in sr_lots]
-    light_costs = [e.light(sum(t.w * t.h for t in b)) for b in light_lots]
-    busy = sum(sr_costs) + sum(light_costs)
-    sr_turns = []  # how long each of this job's SR batches holds up the job
-    for k, (batch, cost) in enumerate(zip(sr_lots, sr_costs, strict=True)):
-        if shape.sr_tiles_ahead is None:
-            sr_turns.append(cost * sr_share)
+class EdgeSide(NamedTuple):
+    """The edge's part of one placement's timeline."""
+
+    done: float  # last edge tile at the device
+    spread: float  # standard deviation of `done`, from the spread of its SR calls
+    bytes_down: float  # the plan and every edge tile
+    busy: float  # edge SR compute
+    tiles: int  # tiles the edge sends
+
+
+class DeviceSide(NamedTuple):
+    """The device's own light SR for one placement: seconds after its LR image is decoded."""
+
+    seconds: float
+    spread: float
+
+
+class Timeline:
+    """One job's timeline under any placement of its tiles.
+
+    What does not depend on where the tiles go (T2I, the plan's transfer, the tiles as
+    arrays) is worked out once here, so the planner's search prices each split it tries with
+    a few dozen array operations instead of walks over every tile; `predict` is one use.
+    """
+
+    def __init__(self, shape: JobShape, costs: Costs) -> None:
+        self.shape, self.costs = shape, costs
+        e, link = costs.edge, costs.link
+        columns = np.array([(t.x, t.y, t.w, t.h) for t in shape.tiles], dtype=np.int64)
+        self.x, self.y, self.w, self.h = columns.reshape(-1, 4).T
+        self.px = self.w * self.h
+        generate = shape.kind == "generate"
+        self.t2i = e.t2i(shape.steps, shape.lr_px) if generate else 0.0
+        # The LR image is encoded before the plan goes out and decoded on the device before
+        # its SR starts; the edge's SR workers start once the plan is sent.
+        self.plan_sent = shape.queue_wait_s + self.t2i + (
+            shape.lr_px * shape.encode_s_per_px if generate else 0.0)
+        self.plan_bytes = shape.lr_px * shape.bytes_per_px if generate else 200.0
+        self.plan_at_device = self.plan_sent + link.rtt_s / 2 + link.down(self.plan_bytes) \
+            + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
+
+    def edge(self, diffusion: np.ndarray, light: np.ndarray) -> EdgeSide:
+        """The edge's SR of the `diffusion` and `light` tiles (indices, ascending), its lots
+        encoded one at a time and sent one frame at a time behind the plan."""
+        s, e, link = self.shape, self.costs.edge, self.costs.link
+        # Each edge worker is shared round-robin with the other jobs using it at the moment.
+        sr_share, light_share = 1 + max(0, s.sr_load), 1 + max(0, s.light_load)
+        sr_n, sr_px = _lots(self.px[diffusion], max(1, s.sr_batch), np.maximum)
+        light_n, light_px = _lots(self.px[light], max(1, s.light_batch), np.add)
+        sr_costs, light_costs = e.sr_batch(sr_n, sr_px) * 1.0, e.light(light_px) * 1.0
+        if s.sr_tiles_ahead is None:
+            sr_turns = sr_costs * sr_share
         else:
             # Ahead of each batch: a batch of every other job in its SR phase (they take
             # turns), and never fewer than the tiles queued and running now.
-            turn = (sr_share - 1) * len(batch)
-            ahead = max(turn, shape.sr_tiles_ahead) if k == 0 else turn
-            px = max(t.w * t.h for t in batch)
-            sr_turns.append(shared_sr_round(e, ahead, len(batch), shape.sr_batch, px))
-    # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
-    sr_done, light_done = side_by_side(
-        sr_turns, [c * light_share for c in light_costs], plan_sent,
-        e.sr_beside_light, e.light_beside_sr)
-    ready: list[tuple[float, int]] = []  # (time the HR tile is ready at the edge, HR px)
-    for done, batch in zip([*sr_done, *light_done], [*sr_lots, *light_lots], strict=True):
-        ready += [(done, t.w * t.h * shape.scale**2) for t in batch]
+            ahead = (sr_share - 1) * sr_n
+            if len(ahead):
+                ahead[0] = max(ahead[0], s.sr_tiles_ahead)
+            sr_turns = shared_sr_round(e, ahead, sr_n, s.sr_batch, sr_px)
+        # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
+        sr_done, light_done = _side_by_side(sr_turns, light_costs * light_share,
+                                            self.plan_sent, e.sr_beside_light,
+                                            e.light_beside_sr)
+        # Every HR tile, in the order it is ready at the edge (ties: smaller first).
+        ready = np.concatenate((np.repeat(sr_done, sr_n), np.repeat(light_done, light_n)))
+        hr_px = np.concatenate((self.px[diffusion], self.px[light])) * s.scale**2
+        order = np.lexsort((hr_px, ready))
+        ready, hr_px = ready[order], hr_px[order]
+        # Tiles are encoded one at a time, beside the SR workers; the downlink carries one
+        # frame at a time, the plan first.
+        encoded = _fifo(self.plan_sent, ready, hr_px * s.encode_s_per_px)
+        nbytes = hr_px * s.bytes_per_px
+        sent = _fifo(self.plan_sent + link.down(self.plan_bytes), encoded, link.down(nbytes))
+        done = (float(sent[-1]) + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
+                if len(sent) else self.plan_at_device)
+        # Each call strays by about `spread` of itself, independently: a side's spread grows
+        # with the root of the sum of its calls' squares, not with their sum.
+        squares = float(sr_costs @ sr_costs + light_costs @ light_costs)
+        return EdgeSide(done, e.spread * math.sqrt(squares),
+                        self.plan_bytes + float(nbytes.sum()),
+                        float(sr_costs.sum() + light_costs.sum()), len(ready))
 
-    link_free = plan_sent + link.down(plan_bytes)  # the downlink carries one frame at a time
-    encoder_free = plan_sent  # tiles are encoded one lot at a time, beside the SR workers
-    bytes_down = plan_bytes
-    for when, hr_px in sorted(ready):
-        encoder_free = max(encoder_free, when) + hr_px * shape.encode_s_per_px
-        nbytes = hr_px * shape.bytes_per_px
-        link_free = max(link_free, encoder_free) + link.down(nbytes)
-        bytes_down += nbytes
-    last_decode = max(ready)[1] * shape.decode_s_per_px if ready else 0.0
-    edge_done = link_free + link.rtt_s / 2 + last_decode if ready else plan_at_device
+    def device(self, tiles: np.ndarray) -> DeviceSide:
+        """The device's light SR of `tiles` (indices): one call per region of adjacent tiles
+        (as `sdk/job.py` runs them), priced per LR pixel it reads."""
+        s, d = self.shape, self.costs.device
+        read = region_read_px(self.x[tiles], self.y[tiles], self.w[tiles], self.h[tiles],
+                              d.context, s.lr_width, s.lr_height)
+        calls = d.sr(read) * 1.0
+        return DeviceSide(float(calls.sum()),
+                          self.costs.edge.spread * math.sqrt(float(calls @ calls)))
 
-    device_calls = device_sr_calls(
-        shape, d, [t for t, p in zip(tiles, placement, strict=True) if p == DEVICE_LIGHT])
-    device_done = plan_at_device + sum(device_calls)
-    hr_px = shape.lr_px * shape.scale**2
-    stitch = hr_px * d.stitch_s_per_hr_px if on_device or ready else 0.0
-    # Each call strays by about `spread` of itself, independently: a side's spread grows
-    # with the root of the sum of its calls' squares, not with their sum.
-    finish = expected_max(edge_done, device_done,
-                          e.spread * math.hypot(*sr_costs, *light_costs),
-                          e.spread * math.hypot(*device_calls))
-    total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
-    return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
-                      busy + t2i)
+    def prediction(self, edge: EdgeSide, device: DeviceSide, stitched: bool = True
+                   ) -> Prediction:
+        """The whole job: the later of edge and device, the stitch, the request's own trip.
+
+        `stitched`: whether any tile is placed at all (a job without tiles stitches nothing).
+        """
+        s, link = self.shape, self.costs.link
+        device_done = self.plan_at_device + device.seconds
+        stitch = s.lr_px * s.scale**2 * self.costs.device.stitch_s_per_hr_px if stitched else 0.0
+        finish = expected_max(edge.done, device_done, edge.spread, device.spread)
+        total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
+        return Prediction(self.plan_sent, self.plan_at_device, edge.done, device_done, total,
+                          edge.bytes_down, edge.busy + self.t2i)
+
+
+def _lots(px: np.ndarray, size: int, combine: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles (their pixel counts, in order) cut into lots of `size`: each lot's tile count and
+    its pixels combined by `combine` (the largest tile for a batch, the sum for light SR)."""
+    starts = np.arange(0, len(px), size)
+    counts = np.diff(np.append(starts, len(px)))
+    return counts, (combine.reduceat(px, starts) if len(px) else px[:0])
+
+
+def _fifo(free: float, arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
+    """When each item leaves one worker that serves items in order, one at a time: each
+    starts at the later of its arrival and the previous item's end (`free` before the first).
+
+    Unrolled, item i ends at the sum of the services up to it plus the latest of `free` and
+    every earlier arrival minus the services before that arrival: a running maximum.
+    """
+    through = np.cumsum(service)
+    before = through - service
+    return through + np.maximum(free, np.maximum.accumulate(arrivals - before))
 
 
 def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
@@ -163,16 +238,18 @@ def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> l
             for region in device_regions(tiles)]
 
 
-def shared_sr_round(e: EdgeCosts, ahead: int, own: int, batch: int, tile_px: int) -> float:
+def shared_sr_round(e: EdgeCosts, ahead: ArrayLike, own: ArrayLike, batch: int,
+                    tile_px: ArrayLike) -> Any:
     """Seconds until `own` tiles are done behind `ahead` other tiles, with cross-job batching:
     every tile takes the next free place in a call of up to `batch` tiles, whoever's it is.
+    Numbers or arrays (one round per element).
 
     What a job waits for is the tiles ahead of it, not the jobs ahead times their batches:
     tiles of many jobs share a call, and a call of 16 costs little more than one on a GPU.
     """
-    batch, total = max(1, batch), max(0, ahead) + own
-    full, rest = divmod(total, batch)
-    return full * e.sr_batch(batch, tile_px) + (e.sr_batch(rest, tile_px) if rest else 0.0)
+    batch, total = max(1, batch), np.maximum(0, ahead) + own
+    full, rest = np.divmod(total, batch)
+    return full * e.sr_batch(batch, tile_px) + np.where(rest > 0, e.sr_batch(rest, tile_px), 0.0)
 
 
 def side_by_side(first: Sequence[float], second: Sequence[float], start: float,
@@ -180,25 +257,24 @@ def side_by_side(first: Sequence[float], second: Sequence[float], start: float,
                  ) -> tuple[list[float], list[float]]:
     """Finish times of two workers' queues of calls (seconds each, when alone), each worker
     running `slow_*` times slower while the other one is busy too."""
-    done: tuple[list[float], list[float]] = ([], [])
-    queues = (list(first), list(second))
-    slow = (slow_first, slow_second)
-    left = [q[0] if q else 0.0 for q in queues]  # alone-seconds left of each current call
-    t = start
-    while queues[0] or queues[1]:
-        both = bool(queues[0] and queues[1])
-        rate = [1 / slow[k] if both else 1.0 for k in (0, 1)]
-        dt = min(left[k] / rate[k] for k in (0, 1) if queues[k])
-        t += dt
-        for k in (0, 1):
-            if not queues[k]:
-                continue
-            left[k] -= dt * rate[k]
-            if left[k] <= 1e-12:
-                done[k].append(t)
-                queues[k].pop(0)
-                left[k] = queues[k][0] if queues[k] else 0.0
-    return done
+    done = _side_by_side(np.asarray(first, dtype=float), np.asarray(second, dtype=float),
+                         start, slow_first, slow_second)
+    return done[0].tolist(), done[1].tolist()
+
+
+def _side_by_side(first: np.ndarray, second: np.ndarray, start: float, slow_first: float,
+                  slow_second: float) -> tuple[np.ndarray, np.ndarray]:
+    """`side_by_side` on arrays, in closed form.
+
+    While both queues have work, each runs at 1/slow: its calls end at the running sum of
+    their alone-seconds times its slow-down. That lasts until the shorter queue is empty;
+    the rest of the other queue's work then runs at full speed.
+    """
+    work = (np.cumsum(first), np.cumsum(second))
+    slow = (slow_first, slow_second) if len(first) and len(second) else (1.0, 1.0)
+    both = min(float(w[-1]) * k if len(w) else 0.0 for w, k in zip(work, slow, strict=True))
+    return tuple(start + np.where(w * k <= both, w * k, both + w - both / k)  # type: ignore
+                 for w, k in zip(work, slow, strict=True))
 
 
 def expected_max(a: float, b: float, sd_a: float, sd_b: float) -> float:
@@ -264,13 +340,24 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     batch = max(1, shape.sr_batch)
     batch_stride = batch * max(1, n // (24 * batch))
     diffusion_counts = sorted({*range(0, n + 1, batch_stride), n})
+    # A tile's rank among the background (-1: foreground): a split is three ranges of it.
+    rank = np.full(len(fg), -1)
+    rank[background] = np.arange(n)
+    timeline = Timeline(shape, costs)
+    # The device keeps the least salient tiles, ranks k_diff + k_light and up: splits that
+    # differ only in how the edge shares the rest price the device once.
+    device: dict[int, DeviceSide] = {}
     best: tuple[float, int, int] | None = None
     for k_diff in diffusion_counts:
+        diffusion = np.flatnonzero(rank < k_diff)
         light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
             if shape.edge_light else [0]
         for k_light in light_counts:
-            placement = _split(fg, background, k_diff, k_light)
-            total = predict(shape, costs, placement).total
+            kept = k_diff + k_light
+            if kept not in device:
+                device[kept] = timeline.device(np.flatnonzero(rank >= kept))
+            light = np.flatnonzero((rank >= k_diff) & (rank < kept))
+            total = timeline.prediction(timeline.edge(diffusion, light), device[kept]).total
             if best is None or total < best[0] * 0.999:
                 best = (total, k_diff, k_light)
     assert best is not None
