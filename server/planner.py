@@ -97,9 +97,11 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     where = {EDGE_DIFFUSION: [], EDGE_LIGHT: [], DEVICE_LIGHT: []}
     for i, p in enumerate(placement):
         where.get(p, [None]).append(i)
-    edge = timeline.edge(np.array(where[EDGE_DIFFUSION], dtype=np.intp),
-                         np.array(where[EDGE_LIGHT], dtype=np.intp))
-    device = timeline.device(np.array(where[DEVICE_LIGHT], dtype=np.intp))
+    edge = timeline.edge(timeline.diffusion_lots(np.array(where[EDGE_DIFFUSION], dtype=np.intp)),
+                         timeline.light_lots(np.array(where[EDGE_LIGHT], dtype=np.intp)))
+    on_device = np.zeros((1, len(placement)), dtype=bool)
+    on_device[0, where[DEVICE_LIGHT]] = True
+    [device] = timeline.device(on_device)
     stitched = any(p[0] == "device" for p in placement) or edge.tiles > 0
     return timeline.prediction(edge, device, stitched)
 
@@ -112,6 +114,15 @@ class EdgeSide(NamedTuple):
     bytes_down: float  # the plan and every edge tile
     busy: float  # edge SR compute
     tiles: int  # tiles the edge sends
+
+
+class Lots(NamedTuple):
+    """One edge worker's calls for a set of tiles."""
+
+    counts: np.ndarray  # tiles per call, in call order
+    alone: np.ndarray  # seconds of each call with the worker to itself
+    held: np.ndarray  # seconds each call holds up this job, other jobs' turns included
+    hr_px: np.ndarray  # HR pixels of each tile, in call order
 
 
 class DeviceSide(NamedTuple):
@@ -145,56 +156,74 @@ class Timeline:
         self.plan_at_device = self.plan_sent + link.rtt_s / 2 + link.down(self.plan_bytes) \
             + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
 
-    def edge(self, diffusion: np.ndarray, light: np.ndarray) -> EdgeSide:
-        """The edge's SR of the `diffusion` and `light` tiles (indices, ascending), its lots
-        encoded one at a time and sent one frame at a time behind the plan."""
-        s, e, link = self.shape, self.costs.edge, self.costs.link
-        # Each edge worker is shared round-robin with the other jobs using it at the moment.
-        sr_share, light_share = 1 + max(0, s.sr_load), 1 + max(0, s.light_load)
-        sr_n, sr_px = _lots(self.px[diffusion], max(1, s.sr_batch), np.maximum)
-        light_n, light_px = _lots(self.px[light], max(1, s.light_batch), np.add)
-        sr_costs, light_costs = e.sr_batch(sr_n, sr_px) * 1.0, e.light(light_px) * 1.0
+    def diffusion_lots(self, tiles: np.ndarray) -> Lots:
+        """Diffusion SR of `tiles` (indices, ascending) in batches of `sr_batch`, each priced
+        by its largest tile, and how long each holds up this job on the shared worker."""
+        s, e = self.shape, self.costs.edge
+        counts, px = _lots(self.px[tiles], max(1, s.sr_batch), np.maximum)
+        alone = e.sr_batch(counts, px)
+        share = 1 + max(0, s.sr_load)  # the worker is shared round-robin with other jobs
         if s.sr_tiles_ahead is None:
-            sr_turns = sr_costs * sr_share
+            held = alone * share
         else:
             # Ahead of each batch: a batch of every other job in its SR phase (they take
             # turns), and never fewer than the tiles queued and running now.
-            ahead = (sr_share - 1) * sr_n
+            ahead = (share - 1) * counts
             if len(ahead):
                 ahead[0] = max(ahead[0], s.sr_tiles_ahead)
-            sr_turns = shared_sr_round(e, ahead, sr_n, s.sr_batch, sr_px)
+            held = shared_sr_round(e, ahead, counts, s.sr_batch, px)
+        return Lots(counts, alone, held, self.px[tiles] * s.scale**2)
+
+    def light_lots(self, tiles: np.ndarray) -> Lots:
+        """Edge light SR of `tiles` (indices, ascending) in lots of `light_batch`, priced
+        per pixel, on a worker shared round-robin with the other jobs using it."""
+        s, e = self.shape, self.costs.edge
+        counts, px = _lots(self.px[tiles], max(1, s.light_batch), np.add)
+        alone = e.light(px)
+        return Lots(counts, alone, alone * (1 + max(0, s.light_load)),
+                    self.px[tiles] * s.scale**2)
+
+    def edge(self, diffusion: Lots, light: Lots) -> EdgeSide:
+        """The edge's side: both SR workers from the plan on, every HR tile encoded one at a
+        time and sent one frame at a time behind the plan."""
+        s, e, link = self.shape, self.costs.edge, self.costs.link
         # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
-        sr_done, light_done = _side_by_side(sr_turns, light_costs * light_share,
-                                            self.plan_sent, e.sr_beside_light,
-                                            e.light_beside_sr)
+        sr_done, light_done = _side_by_side(diffusion.held, light.held, self.plan_sent,
+                                            e.sr_beside_light, e.light_beside_sr)
         # Every HR tile, in the order it is ready at the edge (ties: smaller first).
-        ready = np.concatenate((np.repeat(sr_done, sr_n), np.repeat(light_done, light_n)))
-        hr_px = np.concatenate((self.px[diffusion], self.px[light])) * s.scale**2
+        ready = np.concatenate((np.repeat(sr_done, diffusion.counts),
+                                np.repeat(light_done, light.counts)))
+        hr_px = np.concatenate((diffusion.hr_px, light.hr_px))
         order = np.lexsort((hr_px, ready))
         ready, hr_px = ready[order], hr_px[order]
         # Tiles are encoded one at a time, beside the SR workers; the downlink carries one
         # frame at a time, the plan first.
         encoded = _fifo(self.plan_sent, ready, hr_px * s.encode_s_per_px)
         nbytes = hr_px * s.bytes_per_px
-        sent = _fifo(self.plan_sent + link.down(self.plan_bytes), encoded, link.down(nbytes))
-        done = (float(sent[-1]) + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
-                if len(sent) else self.plan_at_device)
+        sent = _fifo_last(self.plan_sent + link.down(self.plan_bytes), encoded,
+                          link.down(nbytes))
+        done = (sent + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
+                if len(ready) else self.plan_at_device)
         # Each call strays by about `spread` of itself, independently: a side's spread grows
         # with the root of the sum of its calls' squares, not with their sum.
-        squares = float(sr_costs @ sr_costs + light_costs @ light_costs)
+        squares = float(diffusion.alone @ diffusion.alone + light.alone @ light.alone)
         return EdgeSide(done, e.spread * math.sqrt(squares),
                         self.plan_bytes + float(nbytes.sum()),
-                        float(sr_costs.sum() + light_costs.sum()), len(ready))
+                        float(diffusion.alone.sum() + light.alone.sum()), len(ready))
 
-    def device(self, tiles: np.ndarray) -> DeviceSide:
-        """The device's light SR of `tiles` (indices): one call per region of adjacent tiles
-        (as `sdk/job.py` runs them), priced per LR pixel it reads."""
+    def device(self, kept: np.ndarray) -> list[DeviceSide]:
+        """The device's light SR in several placements at once: row g of `kept` (one bool
+        per tile) marks the tiles the device upscales in placement g. One call per region
+        of adjacent tiles (as `sdk/job.py` runs them), priced per LR pixel it reads."""
         s, d = self.shape, self.costs.device
-        read = region_read_px(self.x[tiles], self.y[tiles], self.w[tiles], self.h[tiles],
-                              d.context, s.lr_width, s.lr_height)
-        calls = d.sr(read) * 1.0
-        return DeviceSide(float(calls.sum()),
-                          self.costs.edge.spread * math.sqrt(float(calls @ calls)))
+        group, tile = np.nonzero(kept)
+        read, group = region_read_px(self.x[tile], self.y[tile], self.w[tile], self.h[tile],
+                                     group, d.context, s.lr_width, s.lr_height)
+        calls = d.sr(read)
+        seconds = np.bincount(group, weights=calls, minlength=len(kept))
+        squares = np.bincount(group, weights=calls * calls, minlength=len(kept))
+        spread = self.costs.edge.spread * np.sqrt(squares)
+        return [DeviceSide(float(a), float(b)) for a, b in zip(seconds, spread, strict=True)]
 
     def prediction(self, edge: EdgeSide, device: DeviceSide, stitched: bool = True
                    ) -> Prediction:
@@ -214,8 +243,12 @@ class Timeline:
 def _lots(px: np.ndarray, size: int, combine: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
     """Tiles (their pixel counts, in order) cut into lots of `size`: each lot's tile count and
     its pixels combined by `combine` (the largest tile for a batch, the sum for light SR)."""
+    if size == 1:
+        return np.ones(len(px), dtype=np.int64), px
     starts = np.arange(0, len(px), size)
-    counts = np.diff(np.append(starts, len(px)))
+    counts = np.full(len(starts), size)
+    if len(px):
+        counts[-1] = len(px) - starts[-1]
     return counts, (combine.reduceat(px, starts) if len(px) else px[:0])
 
 
@@ -227,8 +260,16 @@ def _fifo(free: float, arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
     every earlier arrival minus the services before that arrival: a running maximum.
     """
     through = np.cumsum(service)
-    before = through - service
-    return through + np.maximum(free, np.maximum.accumulate(arrivals - before))
+    waits = np.maximum.accumulate(arrivals - (through - service))
+    return through + np.maximum(waits, free)
+
+
+def _fifo_last(free: float, arrivals: np.ndarray, service: np.ndarray) -> float:
+    """When the last item leaves: `_fifo(...)[-1]`, without the running maximum."""
+    if not len(service):
+        return free
+    through = np.cumsum(service)
+    return float(through[-1] + max(free, float(np.max(arrivals - (through - service)))))
 
 
 def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
@@ -270,11 +311,19 @@ def _side_by_side(first: np.ndarray, second: np.ndarray, start: float, slow_firs
     their alone-seconds times its slow-down. That lasts until the shorter queue is empty;
     the rest of the other queue's work then runs at full speed.
     """
-    work = (np.cumsum(first), np.cumsum(second))
-    slow = (slow_first, slow_second) if len(first) and len(second) else (1.0, 1.0)
-    both = min(float(w[-1]) * k if len(w) else 0.0 for w, k in zip(work, slow, strict=True))
-    return tuple(start + np.where(w * k <= both, w * k, both + w - both / k)  # type: ignore
-                 for w, k in zip(work, slow, strict=True))
+    done_first, done_second = np.cumsum(first), np.cumsum(second)
+    if not (len(first) and len(second)):  # one worker alone: full speed throughout
+        return done_first + start, done_second + start
+    together = min(done_first[-1] * slow_first, done_second[-1] * slow_second)
+    return (_slowed_until(done_first, slow_first, together) + start,
+            _slowed_until(done_second, slow_second, together) + start)
+
+
+def _slowed_until(work: np.ndarray, slow: float, until: float) -> np.ndarray:
+    """When each call ends, by the running sum of `work` (alone-seconds) done at 1/slow
+    until `until` and at full speed after it."""
+    slowed = work * slow
+    return np.where(slowed <= until, slowed, work + until * (1 - 1 / slow))
 
 
 def expected_max(a: float, b: float, sd_a: float, sd_b: float) -> float:
@@ -321,8 +370,8 @@ def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShap
     raise ProtocolError(ErrorCode.UNKNOWN_POLICY, f"unknown policy {policy!r}")
 
 
-def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs
-             ) -> list[tuple[str, str]]:
+def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs,
+             device: dict[int, DeviceSide] | None = None) -> list[tuple[str, str]]:
     """Split the background tiles three ways so that the whole job finishes soonest.
 
     The most salient background tiles may join the foreground in diffusion SR (nearly free
@@ -331,37 +380,51 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     shared edge is spared. The candidates include the fixed splits `split-device` (nothing
     moved), `split-edge` (all to edge light) and `edge-diffusion-all` (all to diffusion),
     so the plan is never predicted slower than any of them.
+
+    `device`: the device's side of each split, by how many background tiles leave it, from
+    an earlier search of the same job (the codec does not change it); filled in here.
     """
     background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
-    n = len(background)
-    # At most ~24 × 25 predictions, whatever the tile count: a 1024² LR image has 1,600
-    # tiles and each prediction walks all of them.
+    splits = _split_points(len(background), shape)
+    # A tile's rank among the background (-1: foreground): a split is three ranges of it.
+    rank = np.full(len(fg), -1)
+    rank[background] = np.arange(len(background))
+    timeline = Timeline(shape, costs)
+    # The device keeps the least salient tiles, ranks k_diff + k_light and up: every split
+    # that leaves it the same tiles shares its side, priced for all splits in one pass.
+    device = {} if device is None else device
+    leaving = sorted({k_diff + k_light for k_diff, k_light in splits} - device.keys())
+    if leaving:
+        kept = rank >= np.array(leaving)[:, None]
+        device.update(zip(leaving, timeline.device(kept), strict=True))
+    best: tuple[float, int, int] | None = None
+    diffusion, lots_for = None, -1
+    for k_diff, k_light in splits:
+        if k_diff != lots_for:  # the diffusion batches change with k_diff only
+            diffusion, lots_for = timeline.diffusion_lots(np.flatnonzero(rank < k_diff)), k_diff
+        light = timeline.light_lots(np.flatnonzero((rank >= k_diff) & (rank < k_diff + k_light)))
+        edge = timeline.edge(diffusion, light)
+        total = timeline.prediction(edge, device[k_diff + k_light]).total
+        if best is None or total < best[0] * 0.999:
+            best = (total, k_diff, k_light)
+    assert best is not None
+    return _split(fg, background, best[1], best[2])
+
+
+def _split_points(n: int, shape: JobShape) -> list[tuple[int, int]]:
+    """(k_diff, k_light) of every split `_balance` predicts, in the order it tries them.
+
+    At most ~24 × 25, whatever the tile count: a 1024² LR image has 1,600 tiles.
+    """
     stride = max(1, n // 24)
     batch = max(1, shape.sr_batch)
     batch_stride = batch * max(1, n // (24 * batch))
-    diffusion_counts = sorted({*range(0, n + 1, batch_stride), n})
-    # A tile's rank among the background (-1: foreground): a split is three ranges of it.
-    rank = np.full(len(fg), -1)
-    rank[background] = np.arange(n)
-    timeline = Timeline(shape, costs)
-    # The device keeps the least salient tiles, ranks k_diff + k_light and up: splits that
-    # differ only in how the edge shares the rest price the device once.
-    device: dict[int, DeviceSide] = {}
-    best: tuple[float, int, int] | None = None
-    for k_diff in diffusion_counts:
-        diffusion = np.flatnonzero(rank < k_diff)
+    splits = []
+    for k_diff in sorted({*range(0, n + 1, batch_stride), n}):
         light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
             if shape.edge_light else [0]
-        for k_light in light_counts:
-            kept = k_diff + k_light
-            if kept not in device:
-                device[kept] = timeline.device(np.flatnonzero(rank >= kept))
-            light = np.flatnonzero((rank >= k_diff) & (rank < kept))
-            total = timeline.prediction(timeline.edge(diffusion, light), device[kept]).total
-            if best is None or total < best[0] * 0.999:
-                best = (total, k_diff, k_light)
-    assert best is not None
-    return _split(fg, background, best[1], best[2])
+        splits += [(k_diff, k_light) for k_light in light_counts]
+    return splits
 
 
 def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: int
@@ -408,9 +471,14 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     encode that holds the job up.
     """
     options = []
+    device: dict[int, DeviceSide] = {}  # hybrid's device side per split, whatever the codec
     for name in (lossless, *lossy):
         trial = with_codec(shape, name, codecs.get(name))
-        placement = place(policy, scores, threshold, trial, costs, top_k)
+        if policy == "hybrid":
+            placement = _balance(select_foreground(scores, threshold), scores, trial, costs,
+                                 device)
+        else:
+            placement = place(policy, scores, threshold, trial, costs, top_k)
         options.append(CodecChoice(name, trial, placement, predict(trial, costs, placement)))
     best = options[0]
     if len(options) > 1:
