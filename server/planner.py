@@ -123,6 +123,15 @@ class Lots(NamedTuple):
     alone: np.ndarray  # seconds of each call with the worker to itself
     held: np.ndarray  # seconds each call holds up this job, other jobs' turns included
     hr_px: np.ndarray  # HR pixels of each tile, in call order
+    busy: float  # seconds of all calls: `alone` summed
+    squares: float  # `alone` squared and summed, for the spread
+    hr_total: float  # `hr_px` summed
+
+    @classmethod
+    def of(cls, counts: np.ndarray, alone: np.ndarray, held: np.ndarray, hr_px: np.ndarray
+           ) -> Lots:
+        return cls(counts, alone, held, hr_px, float(alone.sum()), float(alone @ alone),
+                   float(hr_px.sum()))
 
 
 class DeviceSide(NamedTuple):
@@ -172,7 +181,7 @@ class Timeline:
             if len(ahead):
                 ahead[0] = max(ahead[0], s.sr_tiles_ahead)
             held = shared_sr_round(e, ahead, counts, s.sr_batch, px)
-        return Lots(counts, alone, held, self.px[tiles] * s.scale**2)
+        return Lots.of(counts, alone, held, self.px[tiles] * s.scale**2)
 
     def light_lots(self, tiles: np.ndarray) -> Lots:
         """Edge light SR of `tiles` (indices, ascending) in lots of `light_batch`, priced
@@ -180,7 +189,7 @@ class Timeline:
         s, e = self.shape, self.costs.edge
         counts, px = _lots(self.px[tiles], max(1, s.light_batch), np.add)
         alone = e.light(px)
-        return Lots(counts, alone, alone * (1 + max(0, s.light_load)),
+        return Lots.of(counts, alone, alone * (1 + max(0, s.light_load)),
                     self.px[tiles] * s.scale**2)
 
     def edge(self, diffusion: Lots, light: Lots) -> EdgeSide:
@@ -191,25 +200,25 @@ class Timeline:
         sr_done, light_done = _side_by_side(diffusion.held, light.held, self.plan_sent,
                                             e.sr_beside_light, e.light_beside_sr)
         # Every HR tile, in the order it is ready at the edge (ties: smaller first).
-        ready = np.concatenate((np.repeat(sr_done, diffusion.counts),
-                                np.repeat(light_done, light.counts)))
+        ready = np.concatenate((sr_done.repeat(diffusion.counts),
+                                light_done.repeat(light.counts)))
+        if not len(ready):
+            return EdgeSide(self.plan_at_device, 0.0, self.plan_bytes, 0.0, 0)
         hr_px = np.concatenate((diffusion.hr_px, light.hr_px))
         order = np.lexsort((hr_px, ready))
         ready, hr_px = ready[order], hr_px[order]
         # Tiles are encoded one at a time, beside the SR workers; the downlink carries one
         # frame at a time, the plan first.
         encoded = _fifo(self.plan_sent, ready, hr_px * s.encode_s_per_px)
-        nbytes = hr_px * s.bytes_per_px
         sent = _fifo_last(self.plan_sent + link.down(self.plan_bytes), encoded,
-                          link.down(nbytes))
-        done = (sent + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
-                if len(ready) else self.plan_at_device)
+                          link.down(hr_px * s.bytes_per_px))
+        done = sent + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
         # Each call strays by about `spread` of itself, independently: a side's spread grows
         # with the root of the sum of its calls' squares, not with their sum.
-        squares = float(diffusion.alone @ diffusion.alone + light.alone @ light.alone)
-        return EdgeSide(done, e.spread * math.sqrt(squares),
-                        self.plan_bytes + float(nbytes.sum()),
-                        float(diffusion.alone.sum() + light.alone.sum()), len(ready))
+        spread = e.spread * math.sqrt(diffusion.squares + light.squares)
+        hr_total = diffusion.hr_total + light.hr_total
+        return EdgeSide(done, spread, self.plan_bytes + hr_total * s.bytes_per_px,
+                        diffusion.busy + light.busy, len(ready))
 
     def device(self, kept: np.ndarray) -> list[DeviceSide]:
         """The device's light SR in several placements at once: row g of `kept` (one bool
@@ -259,17 +268,16 @@ def _fifo(free: float, arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
     Unrolled, item i ends at the sum of the services up to it plus the latest of `free` and
     every earlier arrival minus the services before that arrival: a running maximum.
     """
-    through = np.cumsum(service)
+    through = service.cumsum()
     waits = np.maximum.accumulate(arrivals - (through - service))
     return through + np.maximum(waits, free)
 
 
 def _fifo_last(free: float, arrivals: np.ndarray, service: np.ndarray) -> float:
-    """When the last item leaves: `_fifo(...)[-1]`, without the running maximum."""
-    if not len(service):
-        return free
-    through = np.cumsum(service)
-    return float(through[-1] + max(free, float(np.max(arrivals - (through - service)))))
+    """When the last of at least one item leaves: `_fifo(...)[-1]`, without the running
+    maximum."""
+    through = service.cumsum()
+    return float(through[-1] + max(free, float((arrivals - (through - service)).max())))
 
 
 def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
@@ -311,18 +319,23 @@ def _side_by_side(first: np.ndarray, second: np.ndarray, start: float, slow_firs
     their alone-seconds times its slow-down. That lasts until the shorter queue is empty;
     the rest of the other queue's work then runs at full speed.
     """
-    done_first, done_second = np.cumsum(first), np.cumsum(second)
+    done_first, done_second = first.cumsum(), second.cumsum()
     if not (len(first) and len(second)):  # one worker alone: full speed throughout
         return done_first + start, done_second + start
-    together = min(done_first[-1] * slow_first, done_second[-1] * slow_second)
-    return (_slowed_until(done_first, slow_first, together) + start,
-            _slowed_until(done_second, slow_second, together) + start)
+    slowed_first, slowed_second = done_first * slow_first, done_second * slow_second
+    # The worker whose slowed work is less ends its last call while both are busy; the other
+    # does the rest of its work at full speed after that.
+    if slowed_first[-1] <= slowed_second[-1]:
+        return slowed_first + start, _alone_after(done_second, slowed_second, slow_second,
+                                                  slowed_first[-1]) + start
+    return _alone_after(done_first, slowed_first, slow_first, slowed_second[-1]) + start, \
+        slowed_second + start
 
 
-def _slowed_until(work: np.ndarray, slow: float, until: float) -> np.ndarray:
+def _alone_after(work: np.ndarray, slowed: np.ndarray, slow: float, until: float
+                 ) -> np.ndarray:
     """When each call ends, by the running sum of `work` (alone-seconds) done at 1/slow
-    until `until` and at full speed after it."""
-    slowed = work * slow
+    (`slowed`) until `until` and at full speed after it."""
     return np.where(slowed <= until, slowed, work + until * (1 - 1 / slow))
 
 
