@@ -97,8 +97,9 @@ def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
     where = {EDGE_DIFFUSION: [], EDGE_LIGHT: [], DEVICE_LIGHT: []}
     for i, p in enumerate(placement):
         where.get(p, [None]).append(i)
-    edge = timeline.edge(timeline.diffusion_lots(np.array(where[EDGE_DIFFUSION], dtype=np.intp)),
-                         timeline.light_lots(np.array(where[EDGE_LIGHT], dtype=np.intp)))
+    edge = timeline.edge(timeline.edge_work(
+        timeline.diffusion_lots(np.array(where[EDGE_DIFFUSION], dtype=np.intp)),
+        timeline.light_lots(np.array(where[EDGE_LIGHT], dtype=np.intp))))
     on_device = np.zeros((1, len(placement)), dtype=bool)
     on_device[0, where[DEVICE_LIGHT]] = True
     [device] = timeline.device(on_device)
@@ -132,6 +133,16 @@ class Lots(NamedTuple):
            ) -> Lots:
         return cls(counts, alone, held, hr_px, float(alone.sum()), float(alone @ alone),
                    float(hr_px.sum()))
+
+
+class EdgeWork(NamedTuple):
+    """The edge's SR for one placement, which the codec does not change."""
+
+    ready: np.ndarray  # when each HR tile is ready, in seconds after the plan is sent, sorted
+    hr_px: np.ndarray  # its HR pixels
+    busy: float  # seconds of every SR call, with the worker to itself
+    squares: float  # those seconds squared and summed, for the spread
+    hr_total: float  # `hr_px` summed
 
 
 class DeviceSide(NamedTuple):
@@ -192,33 +203,36 @@ class Timeline:
         return Lots.of(counts, alone, alone * (1 + max(0, s.light_load)),
                     self.px[tiles] * s.scale**2)
 
-    def edge(self, diffusion: Lots, light: Lots) -> EdgeSide:
-        """The edge's side: both SR workers from the plan on, every HR tile encoded one at a
-        time and sent one frame at a time behind the plan."""
-        s, e, link = self.shape, self.costs.edge, self.costs.link
+    def edge_work(self, diffusion: Lots, light: Lots) -> EdgeWork:
+        """The edge's SR: both workers from the plan on, side by side."""
+        e = self.costs.edge
         # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
-        sr_done, light_done = _side_by_side(diffusion.held, light.held, self.plan_sent,
+        sr_done, light_done = _side_by_side(diffusion.held, light.held, 0.0,
                                             e.sr_beside_light, e.light_beside_sr)
         # Every HR tile, in the order it is ready at the edge (ties: smaller first).
         ready = np.concatenate((sr_done.repeat(diffusion.counts),
                                 light_done.repeat(light.counts)))
-        if not len(ready):
-            return EdgeSide(self.plan_at_device, 0.0, self.plan_bytes, 0.0, 0)
         hr_px = np.concatenate((diffusion.hr_px, light.hr_px))
         order = np.lexsort((hr_px, ready))
-        ready, hr_px = ready[order], hr_px[order]
-        # Tiles are encoded one at a time, beside the SR workers; the downlink carries one
-        # frame at a time, the plan first.
-        encoded = _fifo(self.plan_sent, ready, hr_px * s.encode_s_per_px)
-        sent = _fifo_last(self.plan_sent + link.down(self.plan_bytes), encoded,
-                          link.down(hr_px * s.bytes_per_px))
-        done = sent + link.rtt_s / 2 + float(hr_px[-1]) * s.decode_s_per_px
+        return EdgeWork(ready[order], hr_px[order], diffusion.busy + light.busy,
+                        diffusion.squares + light.squares, diffusion.hr_total + light.hr_total)
+
+    def edge(self, work: EdgeWork) -> EdgeSide:
+        """The edge's side: every HR tile encoded one at a time as it is ready, and sent one
+        frame at a time behind the plan."""
+        s, link = self.shape, self.costs.link
         # Each call strays by about `spread` of itself, independently: a side's spread grows
         # with the root of the sum of its calls' squares, not with their sum.
-        spread = e.spread * math.sqrt(diffusion.squares + light.squares)
-        hr_total = diffusion.hr_total + light.hr_total
-        return EdgeSide(done, spread, self.plan_bytes + hr_total * s.bytes_per_px,
-                        diffusion.busy + light.busy, len(ready))
+        spread = self.costs.edge.spread * math.sqrt(work.squares)
+        bytes_down = self.plan_bytes + work.hr_total * s.bytes_per_px
+        if not len(work.ready):
+            return EdgeSide(self.plan_at_device, spread, bytes_down, work.busy, 0)
+        encoded = _fifo(self.plan_sent, work.ready + self.plan_sent,
+                        work.hr_px * s.encode_s_per_px)
+        sent = _fifo_last(self.plan_sent + link.down(self.plan_bytes), encoded,
+                          link.down(work.hr_px * s.bytes_per_px))
+        done = sent + link.rtt_s / 2 + float(work.hr_px[-1]) * s.decode_s_per_px
+        return EdgeSide(done, spread, bytes_down, work.busy, len(work.ready))
 
     def device(self, kept: np.ndarray) -> list[DeviceSide]:
         """The device's light SR in several placements at once: row g of `kept` (one bool
@@ -384,7 +398,7 @@ def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShap
 
 
 def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs,
-             device: dict[int, DeviceSide] | None = None) -> list[tuple[str, str]]:
+             reuse: CodecFree | None = None) -> list[tuple[str, str]]:
     """Split the background tiles three ways so that the whole job finishes soonest.
 
     The most salient background tiles may join the foreground in diffusion SR (nearly free
@@ -394,8 +408,7 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     moved), `split-edge` (all to edge light) and `edge-diffusion-all` (all to diffusion),
     so the plan is never predicted slower than any of them.
 
-    `device`: the device's side of each split, by how many background tiles leave it, from
-    an earlier search of the same job (the codec does not change it); filled in here.
+    `reuse`: what an earlier search of the same job with another codec worked out.
     """
     background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
     splits = _split_points(len(background), shape)
@@ -403,25 +416,39 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     rank = np.full(len(fg), -1)
     rank[background] = np.arange(len(background))
     timeline = Timeline(shape, costs)
+    reuse = CodecFree() if reuse is None else reuse
     # The device keeps the least salient tiles, ranks k_diff + k_light and up: every split
     # that leaves it the same tiles shares its side, priced for all splits in one pass.
-    device = {} if device is None else device
-    leaving = sorted({k_diff + k_light for k_diff, k_light in splits} - device.keys())
+    leaving = sorted({k_diff + k_light for k_diff, k_light in splits} - reuse.device.keys())
     if leaving:
         kept = rank >= np.array(leaving)[:, None]
-        device.update(zip(leaving, timeline.device(kept), strict=True))
+        reuse.device.update(zip(leaving, timeline.device(kept), strict=True))
     best: tuple[float, int, int] | None = None
     diffusion, lots_for = None, -1
     for k_diff, k_light in splits:
-        if k_diff != lots_for:  # the diffusion batches change with k_diff only
-            diffusion, lots_for = timeline.diffusion_lots(np.flatnonzero(rank < k_diff)), k_diff
-        light = timeline.light_lots(np.flatnonzero((rank >= k_diff) & (rank < k_diff + k_light)))
-        edge = timeline.edge(diffusion, light)
-        total = timeline.prediction(edge, device[k_diff + k_light]).total
+        work = reuse.edge.get((k_diff, k_light))
+        if work is None:
+            if k_diff != lots_for:  # the diffusion batches change with k_diff only
+                diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
+                lots_for = k_diff
+            light = timeline.light_lots(
+                np.flatnonzero((rank >= k_diff) & (rank < k_diff + k_light)))
+            work = reuse.edge[k_diff, k_light] = timeline.edge_work(diffusion, light)
+        total = timeline.prediction(timeline.edge(work), reuse.device[k_diff + k_light]).total
         if best is None or total < best[0] * 0.999:
             best = (total, k_diff, k_light)
     assert best is not None
     return _split(fg, background, best[1], best[2])
+
+
+@dataclass
+class CodecFree:
+    """What `_balance` works out for a job that no codec changes, kept for the next codec's
+    search: the device's side by how many background tiles leave the device, and the edge's
+    SR (when each tile is ready) by split. Bytes and encode times are the codec's."""
+
+    device: dict[int, DeviceSide] = field(default_factory=dict)
+    edge: dict[tuple[int, int], EdgeWork] = field(default_factory=dict)
 
 
 def _split_points(n: int, shape: JobShape) -> list[tuple[int, int]]:
@@ -484,12 +511,12 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     encode that holds the job up.
     """
     options = []
-    device: dict[int, DeviceSide] = {}  # hybrid's device side per split, whatever the codec
+    reuse = CodecFree()  # hybrid's searches share what the codec does not change
     for name in (lossless, *lossy):
         trial = with_codec(shape, name, codecs.get(name))
         if policy == "hybrid":
             placement = _balance(select_foreground(scores, threshold), scores, trial, costs,
-                                 device)
+                                 reuse)
         else:
             placement = place(policy, scores, threshold, trial, costs, top_k)
         options.append(CodecChoice(name, trial, placement, predict(trial, costs, placement)))
