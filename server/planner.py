@@ -126,13 +126,13 @@ class Lots(NamedTuple):
     hr_px: np.ndarray  # HR pixels of each tile, in call order
     busy: float  # seconds of all calls: `alone` summed
     squares: float  # `alone` squared and summed, for the spread
-    hr_total: float  # `hr_px` summed
+    held_total: float  # `held` summed
 
     @classmethod
     def of(cls, counts: np.ndarray, alone: np.ndarray, held: np.ndarray, hr_px: np.ndarray
            ) -> Lots:
         return cls(counts, alone, held, hr_px, float(alone.sum()), float(alone @ alone),
-                   float(hr_px.sum()))
+                   float(held.sum()))
 
 
 class EdgeWork(NamedTuple):
@@ -140,9 +140,9 @@ class EdgeWork(NamedTuple):
 
     ready: np.ndarray  # when each HR tile is ready, in seconds after the plan is sent, sorted
     hr_px: np.ndarray  # its HR pixels
+    through: np.ndarray  # HR pixels of the tiles ready so far, this one included
     busy: float  # seconds of every SR call, with the worker to itself
     squares: float  # those seconds squared and summed, for the spread
-    hr_total: float  # `hr_px` summed
 
 
 class DeviceSide(NamedTuple):
@@ -166,6 +166,7 @@ class Timeline:
         columns = np.array([(t.x, t.y, t.w, t.h) for t in shape.tiles], dtype=np.int64)
         self.x, self.y, self.w, self.h = columns.reshape(-1, 4).T
         self.px = self.w * self.h
+        self.hr_px = self.px * shape.scale**2
         generate = shape.kind == "generate"
         self.t2i = e.t2i(shape.steps, shape.lr_px) if generate else 0.0
         # The LR image is encoded before the plan goes out and decoded on the device before
@@ -192,7 +193,7 @@ class Timeline:
             if len(ahead):
                 ahead[0] = max(ahead[0], s.sr_tiles_ahead)
             held = shared_sr_round(e, ahead, counts, s.sr_batch, px)
-        return Lots.of(counts, alone, held, self.px[tiles] * s.scale**2)
+        return Lots.of(counts, alone, held, self.hr_px[tiles])
 
     def light_lots(self, tiles: np.ndarray) -> Lots:
         """Edge light SR of `tiles` (indices, ascending) in lots of `light_batch`, priced
@@ -201,7 +202,7 @@ class Timeline:
         counts, px = _lots(self.px[tiles], max(1, s.light_batch), np.add)
         alone = e.light(px)
         return Lots.of(counts, alone, alone * (1 + max(0, s.light_load)),
-                    self.px[tiles] * s.scale**2)
+                    self.hr_px[tiles])
 
     def edge_work(self, diffusion: Lots, light: Lots) -> EdgeWork:
         """The edge's SR: both workers from the plan on, side by side."""
@@ -214,8 +215,9 @@ class Timeline:
                                 light_done.repeat(light.counts)))
         hr_px = np.concatenate((diffusion.hr_px, light.hr_px))
         order = np.lexsort((hr_px, ready))
-        return EdgeWork(ready[order], hr_px[order], diffusion.busy + light.busy,
-                        diffusion.squares + light.squares, diffusion.hr_total + light.hr_total)
+        hr_px = hr_px[order]
+        return EdgeWork(ready[order], hr_px, hr_px.cumsum(), diffusion.busy + light.busy,
+                        diffusion.squares + light.squares)
 
     def edge(self, work: EdgeWork) -> EdgeSide:
         """The edge's side: every HR tile encoded one at a time as it is ready, and sent one
@@ -224,14 +226,17 @@ class Timeline:
         # Each call strays by about `spread` of itself, independently: a side's spread grows
         # with the root of the sum of its calls' squares, not with their sum.
         spread = self.costs.edge.spread * math.sqrt(work.squares)
-        bytes_down = self.plan_bytes + work.hr_total * s.bytes_per_px
         if not len(work.ready):
-            return EdgeSide(self.plan_at_device, spread, bytes_down, work.busy, 0)
-        encoded = _fifo(self.plan_sent, work.ready + self.plan_sent,
-                        work.hr_px * s.encode_s_per_px)
+            return EdgeSide(self.plan_at_device, spread, self.plan_bytes, work.busy, 0)
+        before = work.through - work.hr_px
+        # The encoder starts with the SR workers, when the plan is sent; the downlink is free
+        # once the plan is through. Encode and send times are per HR pixel.
+        encoded = _fifo(self.plan_sent, work.ready + self.plan_sent, s.encode_s_per_px,
+                        work.through, before)
         sent = _fifo_last(self.plan_sent + link.down(self.plan_bytes), encoded,
-                          link.down(work.hr_px * s.bytes_per_px))
+                          link.down(s.bytes_per_px), work.through, before)
         done = sent + link.rtt_s / 2 + float(work.hr_px[-1]) * s.decode_s_per_px
+        bytes_down = self.plan_bytes + float(work.through[-1]) * s.bytes_per_px
         return EdgeSide(done, spread, bytes_down, work.busy, len(work.ready))
 
     def device(self, kept: np.ndarray) -> list[DeviceSide]:
@@ -254,13 +259,34 @@ class Timeline:
 
         `stitched`: whether any tile is placed at all (a job without tiles stitches nothing).
         """
-        s, link = self.shape, self.costs.link
         device_done = self.plan_at_device + device.seconds
-        stitch = s.lr_px * s.scale**2 * self.costs.device.stitch_s_per_hr_px if stitched else 0.0
-        finish = expected_max(edge.done, device_done, edge.spread, device.spread)
-        total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
+        total = self._total(edge.done, device_done, edge.spread, device.spread, stitched)
         return Prediction(self.plan_sent, self.plan_at_device, edge.done, device_done, total,
                           edge.bytes_down, edge.busy + self.t2i)
+
+    def least_total(self, diffusion: Lots, edge_hr_px: float, device: DeviceSide) -> float:
+        """No placement with these diffusion batches, `edge_hr_px` HR pixels sent by the edge
+        and this device side can be predicted to finish before this.
+
+        The edge cannot be done before its diffusion batches (slowed down or not by light
+        SR beside them), nor before the plan and every edge tile crossed the downlink; the
+        light calls only add to its spread. The expected later of two finishes never
+        drops when either finish or either spread grows, so these lower figures give a
+        lower total.
+        """
+        s, e, link = self.shape, self.costs.edge, self.costs.link
+        diffused = self.plan_sent + diffusion.held_total * min(1.0, e.sr_beside_light)
+        crossed = self.plan_sent + link.down(self.plan_bytes + edge_hr_px * s.bytes_per_px)
+        edge_done = max(diffused, crossed) + link.rtt_s / 2
+        return self._total(edge_done, self.plan_at_device + device.seconds,
+                           e.spread * math.sqrt(diffusion.squares), device.spread)
+
+    def _total(self, edge_done: float, device_done: float, edge_spread: float,
+               device_spread: float, stitched: bool = True) -> float:
+        s, link = self.shape, self.costs.link
+        stitch = s.lr_px * s.scale**2 * self.costs.device.stitch_s_per_hr_px if stitched else 0.0
+        finish = expected_max(edge_done, device_done, edge_spread, device_spread)
+        return finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
 
 
 def _lots(px: np.ndarray, size: int, combine: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
@@ -275,23 +301,25 @@ def _lots(px: np.ndarray, size: int, combine: np.ufunc) -> tuple[np.ndarray, np.
     return counts, (combine.reduceat(px, starts) if len(px) else px[:0])
 
 
-def _fifo(free: float, arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
+def _fifo(free: float, arrivals: np.ndarray, per_px: float, through: np.ndarray,
+          before: np.ndarray) -> np.ndarray:
     """When each item leaves one worker that serves items in order, one at a time: each
-    starts at the later of its arrival and the previous item's end (`free` before the first).
+    starts at the later of its arrival and the previous item's end (`free` before the first)
+    and takes `per_px` seconds per pixel. `through`/`before`: the items' pixels summed up to
+    and including each item / before it.
 
-    Unrolled, item i ends at the sum of the services up to it plus the latest of `free` and
-    every earlier arrival minus the services before that arrival: a running maximum.
+    Unrolled, item i ends at the service of the items up to it plus the latest of `free` and
+    every earlier arrival minus the service before that arrival: a running maximum.
     """
-    through = service.cumsum()
-    waits = np.maximum.accumulate(arrivals - (through - service))
-    return through + np.maximum(waits, free)
+    waits = np.maximum.accumulate(arrivals - per_px * before)
+    return per_px * through + np.maximum(waits, free)
 
 
-def _fifo_last(free: float, arrivals: np.ndarray, service: np.ndarray) -> float:
+def _fifo_last(free: float, arrivals: np.ndarray, per_px: float, through: np.ndarray,
+               before: np.ndarray) -> float:
     """When the last of at least one item leaves: `_fifo(...)[-1]`, without the running
     maximum."""
-    through = service.cumsum()
-    return float(through[-1] + max(free, float((arrivals - (through - service)).max())))
+    return per_px * float(through[-1]) + max(free, float((arrivals - per_px * before).max()))
 
 
 def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
@@ -423,18 +451,28 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
     if leaving:
         kept = rank >= np.array(leaving)[:, None]
         reuse.device.update(zip(leaving, timeline.device(kept), strict=True))
+    # HR pixels the edge sends when the device keeps ranks m and up: the foreground's, plus
+    # the background's before rank m.
+    edge_hr_px = float(timeline.hr_px[rank < 0].sum()) + np.concatenate(
+        ([0.0], timeline.hr_px[background].cumsum()))
     best: tuple[float, int, int] | None = None
     diffusion, lots_for = None, -1
     for k_diff, k_light in splits:
+        if k_diff != lots_for:  # the diffusion batches change with k_diff only
+            diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
+            lots_for = k_diff
+        device = reuse.device[k_diff + k_light]
+        # A split that cannot beat the best so far is not predicted in full: the same plan,
+        # and far fewer predictions where one side dominates the job.
+        if best is not None and best[0] * 0.999 <= (1 - 1e-9) * timeline.least_total(
+                diffusion, edge_hr_px[k_diff + k_light], device):
+            continue
         work = reuse.edge.get((k_diff, k_light))
         if work is None:
-            if k_diff != lots_for:  # the diffusion batches change with k_diff only
-                diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
-                lots_for = k_diff
             light = timeline.light_lots(
                 np.flatnonzero((rank >= k_diff) & (rank < k_diff + k_light)))
             work = reuse.edge[k_diff, k_light] = timeline.edge_work(diffusion, light)
-        total = timeline.prediction(timeline.edge(work), reuse.device[k_diff + k_light]).total
+        total = timeline.prediction(timeline.edge(work), device).total
         if best is None or total < best[0] * 0.999:
             best = (total, k_diff, k_light)
     assert best is not None
