@@ -18,16 +18,15 @@ def region_read_px(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray]:
     """LR pixels each region's light-SR call reads, and the group the region belongs to.
 
-    Tiles are integer columns; `group` says which set each tile is in (regions never span
-    two sets; one set: all zeros). Per set, the regions are those `compose.device_regions`
-    makes of tiles without a method (the planner's), in another order.
+    Tiles are integer columns in reading order: by `group` (which set each tile is in;
+    one set: all zeros), then top to bottom (`y`), then left to right (`x`), ties in the
+    order `device_regions` is given them. Regions never span two sets; per set, they are
+    those `compose.device_regions` makes of tiles without a method (the planner's), in
+    another order. The caller sorts (once, where it prices many sets of the same tiles).
     """
     if len(x) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    # Per set, rows top to bottom and tiles left to right (ties in the order given).
-    order = np.lexsort((x, y, group))
-    runs = _runs(x[order], y[order], w[order], h[order], group[order])
-    group, x0, y0, x1, y1 = _stacked(*runs)
+    group, x0, y0, x1, y1 = _stacked(*_runs(x, y, w, h, group))
     read = ((np.minimum(width, x1 + context) - np.maximum(0, x0 - context))
             * (np.minimum(height, y1 + context) - np.maximum(0, y0 - context)))
     return read, group

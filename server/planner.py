@@ -166,6 +166,8 @@ class Timeline:
         columns = np.array([(t.x, t.y, t.w, t.h) for t in shape.tiles], dtype=np.int64)
         self.x, self.y, self.w, self.h = columns.reshape(-1, 4).T
         self.px = self.w * self.h
+        # The device's regions are found row by row: the tiles in reading order.
+        self.reading = np.lexsort((self.x, self.y))
         self.hr_px = self.px * shape.scale**2
         generate = shape.kind == "generate"
         self.t2i = e.t2i(shape.steps, shape.lr_px) if generate else 0.0
@@ -244,7 +246,8 @@ class Timeline:
         per tile) marks the tiles the device upscales in placement g. One call per region
         of adjacent tiles (as `sdk/job.py` runs them), priced per LR pixel it reads."""
         s, d = self.shape, self.costs.device
-        group, tile = np.nonzero(kept)
+        group, tile = np.nonzero(kept[:, self.reading])
+        tile = self.reading[tile]
         read, group = region_read_px(self.x[tile], self.y[tile], self.w[tile], self.h[tile],
                                      group, d.context, s.lr_width, s.lr_height)
         calls = d.sr(read)
@@ -431,52 +434,61 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
 
     The most salient background tiles may join the foreground in diffusion SR (nearly free
     when batching on an idle GPU), the next ones go to edge light SR, the rest stay on the
-    device. Every split point is predicted; on a tie the device keeps the work, so the
+    device. Every split point is considered; on a tie the device keeps the work, so the
     shared edge is spared. The candidates include the fixed splits `split-device` (nothing
     moved), `split-edge` (all to edge light) and `edge-diffusion-all` (all to diffusion),
     so the plan is never predicted slower than any of them.
 
-    `reuse`: what an earlier search of the same job with another codec worked out.
+    A split that cannot beat the best so far, by a lower bound of its total
+    (`Timeline.least_total`), is not predicted in full: the same plan as predicting every
+    split, with far fewer predictions. `reuse`: what a search of the same job with another
+    codec worked out.
     """
     background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
-    splits = _split_points(len(background), shape)
     # A tile's rank among the background (-1: foreground): a split is three ranges of it.
+    # The device keeps the least salient tiles: ranks k_diff + k_light and up.
     rank = np.full(len(fg), -1)
     rank[background] = np.arange(len(background))
     timeline = Timeline(shape, costs)
     reuse = CodecFree() if reuse is None else reuse
-    # The device keeps the least salient tiles, ranks k_diff + k_light and up: every split
-    # that leaves it the same tiles shares its side, priced for all splits in one pass.
-    leaving = sorted({k_diff + k_light for k_diff, k_light in splits} - reuse.device.keys())
-    if leaving:
-        kept = rank >= np.array(leaving)[:, None]
-        reuse.device.update(zip(leaving, timeline.device(kept), strict=True))
     # HR pixels the edge sends when the device keeps ranks m and up: the foreground's, plus
     # the background's before rank m.
     edge_hr_px = float(timeline.hr_px[rank < 0].sum()) + np.concatenate(
         ([0.0], timeline.hr_px[background].cumsum()))
-    best: tuple[float, int, int] | None = None
-    diffusion, lots_for = None, -1
-    for k_diff, k_light in splits:
-        if k_diff != lots_for:  # the diffusion batches change with k_diff only
-            diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
-            lots_for = k_diff
-        device = reuse.device[k_diff + k_light]
-        # A split that cannot beat the best so far is not predicted in full: the same plan,
-        # and far fewer predictions where one side dominates the job.
-        if best is not None and best[0] * 0.999 <= (1 - 1e-9) * timeline.least_total(
-                diffusion, edge_hr_px[k_diff + k_light], device):
-            continue
-        work = reuse.edge.get((k_diff, k_light))
-        if work is None:
-            light = timeline.light_lots(
-                np.flatnonzero((rank >= k_diff) & (rank < k_diff + k_light)))
-            work = reuse.edge[k_diff, k_light] = timeline.edge_work(diffusion, light)
-        total = timeline.prediction(timeline.edge(work), device).total
-        if best is None or total < best[0] * 0.999:
-            best = (total, k_diff, k_light)
-    assert best is not None
+    best = (math.inf, 0, 0)
+    for k_diff, light_counts in _split_points(len(background), shape):
+        diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
+        # The device's side, priced in one pass for this row's splits that could beat the
+        # best even with the device idle; the others stay hopeless as the best improves.
+        hopeful = [k_diff + k for k in light_counts if not _beaten(best[0], timeline.least_total(
+            diffusion, edge_hr_px[k_diff + k], IDLE_DEVICE))]
+        missing = [kept for kept in hopeful if kept not in reuse.device]
+        if missing:
+            sides = timeline.device(rank >= np.array(missing)[:, None])
+            reuse.device.update(zip(missing, sides, strict=True))
+        for k_light in light_counts:
+            kept = k_diff + k_light
+            device = reuse.device.get(kept)
+            if device is None or _beaten(best[0], timeline.least_total(
+                    diffusion, edge_hr_px[kept], device)):
+                continue
+            work = reuse.edge.get((k_diff, k_light))
+            if work is None:
+                light = timeline.light_lots(np.flatnonzero((rank >= k_diff) & (rank < kept)))
+                work = reuse.edge[k_diff, k_light] = timeline.edge_work(diffusion, light)
+            total = timeline.prediction(timeline.edge(work), device).total
+            if total < best[0] * 0.999:
+                best = (total, k_diff, k_light)
     return _split(fg, background, best[1], best[2])
+
+
+IDLE_DEVICE = DeviceSide(0.0, 0.0)
+
+
+def _beaten(best: float, least: float) -> bool:
+    """Whether a split predicted to take at least `least` cannot replace the best so far
+    (it must be 0.1% sooner; the margin covers rounding between the bound and the total)."""
+    return best * 0.999 <= (1 - 1e-9) * least
 
 
 @dataclass
@@ -489,20 +501,16 @@ class CodecFree:
     edge: dict[tuple[int, int], EdgeWork] = field(default_factory=dict)
 
 
-def _split_points(n: int, shape: JobShape) -> list[tuple[int, int]]:
-    """(k_diff, k_light) of every split `_balance` predicts, in the order it tries them.
-
-    At most ~24 × 25, whatever the tile count: a 1024² LR image has 1,600 tiles.
+def _split_points(n: int, shape: JobShape) -> list[tuple[int, list[int]]]:
+    """The splits `_balance` tries for `n` background tiles, in order: each k_diff with its
+    k_lights. At most ~24 × 25, whatever the tile count: a 1024² LR image has 1,600 tiles.
     """
     stride = max(1, n // 24)
     batch = max(1, shape.sr_batch)
     batch_stride = batch * max(1, n // (24 * batch))
-    splits = []
-    for k_diff in sorted({*range(0, n + 1, batch_stride), n}):
-        light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
-            if shape.edge_light else [0]
-        splits += [(k_diff, k_light) for k_light in light_counts]
-    return splits
+    return [(k_diff, sorted({*range(0, n - k_diff + 1, stride), n - k_diff})
+             if shape.edge_light else [0])
+            for k_diff in sorted({*range(0, n + 1, batch_stride), n})]
 
 
 def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: int
