@@ -578,12 +578,18 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
 
 def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default: int,
                  most: int, fg_share: float, policy: str) -> int:
-    """The most denoising steps whose predicted latency fits the budget (else `default`)."""
+    """The most denoising steps whose predicted latency fits the budget (else `default`).
+
+    Steps change only the T2I time, and everything else the job does comes after it: one
+    prediction, moved by the difference in T2I time, prices every step count.
+    """
     if budget_s is None:
         return default
+    base = _rough_total(replace(shape, steps=most), costs, policy, fg_share)
     for steps in range(most, 0, -1):
-        trial = JobShape(**{**shape.__dict__, "steps": steps})
-        if _rough_total(trial, costs, policy, fg_share) <= budget_s:
+        t2i_saved = (costs.edge.t2i(most, shape.lr_px) - costs.edge.t2i(steps, shape.lr_px)
+                     if shape.kind == "generate" else 0.0)
+        if base - t2i_saved <= budget_s:
             return steps
     return 1
 
