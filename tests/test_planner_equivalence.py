@@ -28,8 +28,11 @@ from hybridsr.server.planner import (
     DEVICE_LIGHT,
     EDGE_DIFFUSION,
     EDGE_LIGHT,
+    IDLE_DEVICE,
     Costs,
     JobShape,
+    Timeline,
+    _split_points,
     choose_codec,
     choose_steps,
     place,
@@ -39,6 +42,9 @@ from hybridsr.server.planner import (
 
 CHECK = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# The search's own decisions: enough examples that a split wrongly skipped shows (a bound 1%
+# too eager was caught within 150).
+SEARCH = settings(CHECK, max_examples=150)
 
 
 def log_uniform(low: float, high: float) -> st.SearchStrategy[float]:
@@ -114,6 +120,23 @@ def test_regions_in_numpy_are_the_sdks_regions(grid, seed, context):
 
 
 @CHECK
+@given(seed=st.integers(0, 2**32 - 1), context=st.integers(0, 8))
+def test_regions_of_unequal_tiles_are_the_sdks_regions(seed, context):
+    """Tiles of three sizes on a coarse lattice: runs of unequal heights, regions that grow
+    downwards by more than one row, overlapping and duplicate tiles."""
+    rng = random.Random(seed)
+    tiles = sorted((Tile(i, 5 * rng.randint(0, 8), 5 * rng.randint(0, 8),
+                         rng.choice([5, 10, 15]), rng.choice([5, 10, 15]))
+                    for i in range(rng.randint(0, 24))), key=lambda t: (t.y, t.x))
+    x, y, w, h = (np.array([getattr(t, k) for t in tiles], dtype=np.int64).reshape(-1)
+                  for k in "xywh")
+    read, _ = region_read_px(x, y, w, h, np.zeros(len(tiles), dtype=np.int64), context,
+                             50, 50)
+    assert sorted(read.tolist()) == sorted(read_px(r, context, 50, 50)
+                                           for r in device_regions(tiles))
+
+
+@CHECK
 @given(first=st.lists(st.floats(0.0, 2.0), max_size=12),
        second=st.lists(st.floats(0.0, 2.0), max_size=12),
        start=st.floats(0.0, 10.0), slow=st.tuples(st.floats(1.0, 4.0), st.floats(1.0, 4.0)))
@@ -138,13 +161,38 @@ def test_any_placement_is_predicted_as_the_reference_walks_it(job, seed):
                            ref.predict(shape, costs, placement))
 
 
-@CHECK
+@SEARCH
 @given(job=jobs(), threshold=st.floats(0.0, 1.0))
 def test_hybrid_places_every_tile_as_the_full_search_does(job, threshold):
     shape, costs, scores = job
     fast = place("hybrid", scores, threshold, shape, costs)
     assert fast == ref.place_hybrid(scores, threshold, shape, costs)
     assert_same_prediction(predict(shape, costs, fast), ref.predict(shape, costs, fast))
+
+
+@CHECK
+@given(job=jobs(), threshold=st.floats(0.0, 1.0))
+def test_no_split_finishes_before_its_lower_bound(job, threshold):
+    """The search skips a split whose lower bound cannot win: the bound must never exceed
+    the split's predicted total, with the device's side known or taken as idle."""
+    shape, costs, scores = job
+    timeline = Timeline(shape, costs)
+    fg = [s >= threshold for s in scores]
+    background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
+    rank = np.full(len(fg), -1)
+    rank[background] = np.arange(len(background))
+    for k_diff, light_counts in _split_points(len(background), shape):
+        diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
+        for k_light in light_counts:
+            kept = k_diff + k_light
+            light = timeline.light_lots(np.flatnonzero((rank >= k_diff) & (rank < kept)))
+            [device] = timeline.device((rank >= kept)[None, :])
+            total = timeline.prediction(timeline.edge(timeline.edge_work(diffusion, light)),
+                                        device).total
+            edge_hr_px = float(timeline.hr_px[rank < kept].sum())
+            for side in (device, IDLE_DEVICE):
+                least = timeline.least_total(diffusion, edge_hr_px, side)
+                assert least <= total * (1 + 1e-12), (k_diff, k_light, least, total)
 
 
 @CHECK
