@@ -136,6 +136,16 @@ def test_regions_of_unequal_tiles_are_the_sdks_regions(seed, context):
                                            for r in device_regions(tiles))
 
 
+def test_a_region_stays_open_down_to_its_deepest_tile():
+    """A tall tile, a short one inside its rows, one below the short one touching the tall
+    one: the SDK stacks all three, so the region's bottom is its deepest tile's."""
+    tiles = [Tile(0, 0, 0, 10, 15), Tile(1, 0, 5, 10, 5), Tile(2, 0, 15, 10, 5)]
+    assert len(device_regions(tiles)) == 1
+    x, y, w, h = (np.array([getattr(t, k) for t in tiles]) for k in "xywh")
+    read, _ = region_read_px(x, y, w, h, np.zeros(3, dtype=np.int64), 0, 50, 50)
+    assert read.tolist() == [10 * 20]
+
+
 @CHECK
 @given(first=st.lists(st.floats(0.0, 2.0), max_size=12),
        second=st.lists(st.floats(0.0, 2.0), max_size=12),
