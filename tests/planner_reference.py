@@ -4,7 +4,8 @@ Straightforward on purpose: `predict` walks every tile of a placement, `place_hy
 every split point in full, and the device's regions come from the SDK's own grouping
 (`compose.device_regions`). tests/test_planner_equivalence.py checks that the planner's
 placements are identical to these and its predictions equal to float tolerance. Copied from
-server/planner.py at commit cd1d681 (the cost models and `JobShape` are the planner's).
+server/planner.py at commit cd1d681 (the cost models and `JobShape` are the planner's; the
+model has since moved to server/timeline.py).
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from hybridsr.imaging.compose import device_regions, read_px
 from hybridsr.imaging.saliency import select_foreground
 from hybridsr.imaging.tiles import Tile
 from hybridsr.server.costs import CodecCosts, DeviceCosts, EdgeCosts
-from hybridsr.server.planner import (
+from hybridsr.server.planner import LOSSY_GAIN, LOSSY_MIN_SAVING_S, place, with_codec
+from hybridsr.server.timeline import (
     DEVICE_LIGHT,
     EDGE_DIFFUSION,
     EDGE_LIGHT,
-    LOSSY_GAIN,
-    LOSSY_MIN_SAVING_S,
     REQUEST_BYTES,
     Costs,
     JobShape,
     Prediction,
-    place,
-    with_codec,
 )
 
 

@@ -24,18 +24,20 @@ from hybridsr.imaging.tiles import Tile, tile_grid
 from hybridsr.protocol.images import LOSSY_BY_QUALITY
 from hybridsr.server.costs import CodecCosts, DeviceCosts, EdgeCosts, LinkCosts
 from hybridsr.server.planner import (
-    DEVICE_COPY,
-    DEVICE_LIGHT,
-    EDGE_DIFFUSION,
-    EDGE_LIGHT,
     IDLE_DEVICE,
-    Costs,
-    JobShape,
-    Timeline,
     _split_points,
     choose_codec,
     choose_steps,
     place,
+)
+from hybridsr.server.timeline import (
+    DEVICE_COPY,
+    DEVICE_LIGHT,
+    EDGE_DIFFUSION,
+    EDGE_LIGHT,
+    Costs,
+    JobShape,
+    Timeline,
     predict,
     side_by_side,
 )
