@@ -93,8 +93,9 @@ def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs
         diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
         # The device's side, priced in one pass for this row's splits that could beat the
         # best even with the device idle; the others stay hopeless as the best improves.
-        hopeful = [k_diff + k for k in light_counts if not _beaten(best[0], timeline.least_total(
-            diffusion, edge_hr_px[k_diff + k], IDLE_DEVICE))]
+        leaving = [k_diff + k_light for k_light in light_counts]
+        hopeful = [kept for kept in leaving if not _beaten(
+            best[0], timeline.least_total(diffusion, edge_hr_px[kept], IDLE_DEVICE))]
         missing = [kept for kept in hopeful if kept not in reuse.device]
         if missing:
             sides = timeline.device(rank >= np.array(missing)[:, None])
