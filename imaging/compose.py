@@ -39,6 +39,7 @@ def device_regions(specs: Sequence[TileSpec | Tile]) -> list[list[TileSpec | Til
     by one, every overlap and context strip is computed again. Tiles in the same row that
     touch or overlap form runs; runs with the same horizontal extent in consecutive rows
     that touch or overlap stack into one rectangle. Copy tiles (scale 1) stay alone.
+    The planner prices the same grouping in numpy (`imaging/regions.py`): change both.
     """
     rows: dict[int, list[TileSpec]] = {}
     singles = []

@@ -13,209 +13,25 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from hybridsr.imaging.compose import device_regions, read_px
+import numpy as np
+
 from hybridsr.imaging.saliency import select_foreground
 from hybridsr.imaging.tiles import Tile
 from hybridsr.protocol import ErrorCode, ProtocolError, TileSpec
-from hybridsr.server.costs import (
-    DEFAULT_BYTES_PER_PX,
-    CodecCost,
-    CodecCosts,
-    DeviceCosts,
-    EdgeCosts,
-    LinkCosts,
+from hybridsr.server.costs import CodecCost, CodecCosts
+from hybridsr.server.timeline import (
+    DEVICE_COPY,
+    DEVICE_LIGHT,
+    EDGE_DIFFUSION,
+    EDGE_LIGHT,
+    Costs,
+    DeviceSide,
+    EdgeWork,
+    JobShape,
+    Prediction,
+    Timeline,
+    predict,
 )
-
-EDGE_DIFFUSION = ("edge", "diffusion")
-EDGE_LIGHT = ("edge", "light")
-DEVICE_LIGHT = ("device", "light")
-DEVICE_COPY = ("device", "copy")
-REQUEST_BYTES = 2_000  # a `generate` frame, give or take the prompt
-
-
-@dataclass
-class JobShape:
-    """What the planner needs to know about one job, apart from the costs."""
-
-    kind: str  # "generate" | "enhance"
-    lr_width: int
-    lr_height: int
-    scale: int
-    steps: int
-    tiles: Sequence[Tile]
-    sr_batch: int = 4
-    light_batch: int = 1  # edge light-SR tiles per call (torch batches on the GPU)
-    sr_load: int = 0  # other jobs in their diffusion-SR phase: they share that worker
-    # With cross-job batching (the backend packs tiles of all jobs into shared calls): the
-    # diffusion-SR tiles ahead of this job, queued and running. None: no cross-job batching,
-    # each job's calls are its own and `sr_load` jobs take turns.
-    sr_tiles_ahead: int | None = None
-    light_load: int = 0  # other jobs with edge light SR in progress: they share that worker
-    queue_wait_s: float = 0.0
-    bytes_per_px: float = DEFAULT_BYTES_PER_PX  # of the codec tiles and the LR image use
-    encode_s_per_px: float = 0.0  # edge, per encoded pixel
-    decode_s_per_px: float = 0.0  # device, per decoded pixel
-    codec: str = "png"
-    edge_light: bool = True  # whether the edge offers light SR at all
-
-    @property
-    def lr_px(self) -> int:
-        return self.lr_width * self.lr_height
-
-
-@dataclass
-class Costs:
-    edge: EdgeCosts = field(default_factory=EdgeCosts)
-    device: DeviceCosts = field(default_factory=DeviceCosts)
-    link: LinkCosts = field(default_factory=LinkCosts)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Seconds after the edge receives the request."""
-
-    plan_sent: float
-    plan_at_device: float
-    edge_done: float  # last edge tile at the device
-    device_done: float
-    total: float  # final image on the device (+ the request's own trip)
-    bytes_down: float
-    edge_busy: float  # edge compute this job adds
-
-
-def predict(shape: JobShape, costs: Costs, placement: Sequence[tuple[str, str]]
-            ) -> Prediction:
-    """Walk the job's timeline: T2I, plan transfer, edge SR batches, the downlink, the device."""
-    e, d, link = costs.edge, costs.device, costs.link
-    # Each edge worker is shared round-robin with the other jobs using it at the moment.
-    sr_share, light_share = 1 + max(0, shape.sr_load), 1 + max(0, shape.light_load)
-    t2i = e.t2i(shape.steps, shape.lr_px) if shape.kind == "generate" else 0.0
-    # The LR image is encoded before the plan goes out and decoded on the device before its
-    # SR starts; the edge's SR workers start once the plan is sent.
-    generate = shape.kind == "generate"
-    plan_sent = shape.queue_wait_s + t2i + (shape.lr_px * shape.encode_s_per_px if generate
-                                            else 0.0)
-    plan_bytes = shape.lr_px * shape.bytes_per_px if generate else 200.0
-    plan_at_device = plan_sent + link.rtt_s / 2 + link.down(plan_bytes) \
-        + (shape.lr_px * shape.decode_s_per_px if generate else 0.0)
-
-    tiles = list(shape.tiles)
-    diffusion = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_DIFFUSION]
-    light = [t for t, p in zip(tiles, placement, strict=True) if p == EDGE_LIGHT]
-    on_device = [t for t, p in zip(tiles, placement, strict=True) if p[0] == "device"]
-
-    sr_lots = [diffusion[i : i + max(1, shape.sr_batch)]
-               for i in range(0, len(diffusion), max(1, shape.sr_batch))]
-    lot = max(1, shape.light_batch)
-    light_lots = [light[i : i + lot] for i in range(0, len(light), lot)]
-    sr_costs = [e.sr_batch(len(b), max(t.w * t.h for t in b)) for b in sr_lots]
-    light_costs = [e.light(sum(t.w * t.h for t in b)) for b in light_lots]
-    busy = sum(sr_costs) + sum(light_costs)
-    sr_turns = []  # how long each of this job's SR batches holds up the job
-    for k, (batch, cost) in enumerate(zip(sr_lots, sr_costs, strict=True)):
-        if shape.sr_tiles_ahead is None:
-            sr_turns.append(cost * sr_share)
-        else:
-            # Ahead of each batch: a batch of every other job in its SR phase (they take
-            # turns), and never fewer than the tiles queued and running now.
-            turn = (sr_share - 1) * len(batch)
-            ahead = max(turn, shape.sr_tiles_ahead) if k == 0 else turn
-            px = max(t.w * t.h for t in batch)
-            sr_turns.append(shared_sr_round(e, ahead, len(batch), shape.sr_batch, px))
-    # Light SR runs on its own worker, beside diffusion SR; each slows the other as learned.
-    sr_done, light_done = side_by_side(
-        sr_turns, [c * light_share for c in light_costs], plan_sent,
-        e.sr_beside_light, e.light_beside_sr)
-    ready: list[tuple[float, int]] = []  # (time the HR tile is ready at the edge, HR px)
-    for done, batch in zip([*sr_done, *light_done], [*sr_lots, *light_lots], strict=True):
-        ready += [(done, t.w * t.h * shape.scale**2) for t in batch]
-
-    link_free = plan_sent + link.down(plan_bytes)  # the downlink carries one frame at a time
-    encoder_free = plan_sent  # tiles are encoded one lot at a time, beside the SR workers
-    bytes_down = plan_bytes
-    for when, hr_px in sorted(ready):
-        encoder_free = max(encoder_free, when) + hr_px * shape.encode_s_per_px
-        nbytes = hr_px * shape.bytes_per_px
-        link_free = max(link_free, encoder_free) + link.down(nbytes)
-        bytes_down += nbytes
-    last_decode = max(ready)[1] * shape.decode_s_per_px if ready else 0.0
-    edge_done = link_free + link.rtt_s / 2 + last_decode if ready else plan_at_device
-
-    device_calls = device_sr_calls(
-        shape, d, [t for t, p in zip(tiles, placement, strict=True) if p == DEVICE_LIGHT])
-    device_done = plan_at_device + sum(device_calls)
-    hr_px = shape.lr_px * shape.scale**2
-    stitch = hr_px * d.stitch_s_per_hr_px if on_device or ready else 0.0
-    # Each call strays by about `spread` of itself, independently: a side's spread grows
-    # with the root of the sum of its calls' squares, not with their sum.
-    finish = expected_max(edge_done, device_done,
-                          e.spread * math.hypot(*sr_costs, *light_costs),
-                          e.spread * math.hypot(*device_calls))
-    total = finish + stitch + link.rtt_s / 2 + link.up(REQUEST_BYTES)
-    return Prediction(plan_sent, plan_at_device, edge_done, device_done, total, bytes_down,
-                      busy + t2i)
-
-
-def device_sr_calls(shape: JobShape, d: DeviceCosts, tiles: Sequence[Tile]) -> list[float]:
-    """Seconds of each light-SR call the device makes for `tiles`: one per region of
-    adjacent tiles (as `sdk/job.py` runs them), priced per LR pixel it reads."""
-    return [d.sr(read_px(region, d.context, shape.lr_width, shape.lr_height))
-            for region in device_regions(tiles)]
-
-
-def shared_sr_round(e: EdgeCosts, ahead: int, own: int, batch: int, tile_px: int) -> float:
-    """Seconds until `own` tiles are done behind `ahead` other tiles, with cross-job batching:
-    every tile takes the next free place in a call of up to `batch` tiles, whoever's it is.
-
-    What a job waits for is the tiles ahead of it, not the jobs ahead times their batches:
-    tiles of many jobs share a call, and a call of 16 costs little more than one on a GPU.
-    """
-    batch, total = max(1, batch), max(0, ahead) + own
-    full, rest = divmod(total, batch)
-    return full * e.sr_batch(batch, tile_px) + (e.sr_batch(rest, tile_px) if rest else 0.0)
-
-
-def side_by_side(first: Sequence[float], second: Sequence[float], start: float,
-                 slow_first: float = 1.0, slow_second: float = 1.0
-                 ) -> tuple[list[float], list[float]]:
-    """Finish times of two workers' queues of calls (seconds each, when alone), each worker
-    running `slow_*` times slower while the other one is busy too."""
-    done: tuple[list[float], list[float]] = ([], [])
-    queues = (list(first), list(second))
-    slow = (slow_first, slow_second)
-    left = [q[0] if q else 0.0 for q in queues]  # alone-seconds left of each current call
-    t = start
-    while queues[0] or queues[1]:
-        both = bool(queues[0] and queues[1])
-        rate = [1 / slow[k] if both else 1.0 for k in (0, 1)]
-        dt = min(left[k] / rate[k] for k in (0, 1) if queues[k])
-        t += dt
-        for k in (0, 1):
-            if not queues[k]:
-                continue
-            left[k] -= dt * rate[k]
-            if left[k] <= 1e-12:
-                done[k].append(t)
-                queues[k].pop(0)
-                left[k] = queues[k][0] if queues[k] else 0.0
-    return done
-
-
-def expected_max(a: float, b: float, sd_a: float, sd_b: float) -> float:
-    """E[max(A, B)] of two independent normal finish times (Clark, 1961).
-
-    Edge and device work side by side and the job ends with the later one. At the balance
-    point the planner aims for, max(E[A], E[B]) under-predicts: whichever side runs late
-    sets the finish. With spreads of 10%, two equal halves end about 6% after either's
-    mean; far apart, the later one's mean is the answer.
-    """
-    theta = math.hypot(sd_a, sd_b)
-    if theta <= 1e-12:
-        return max(a, b)
-    alpha = (a - b) / theta
-    cdf = 0.5 * (1 + math.erf(alpha / math.sqrt(2)))
-    pdf = math.exp(-alpha * alpha / 2) / math.sqrt(2 * math.pi)
-    return a * cdf + b * (1 - cdf) + theta * pdf
 
 
 def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShape,
@@ -245,36 +61,90 @@ def place(policy: str, scores: Sequence[float], threshold: float, shape: JobShap
     raise ProtocolError(ErrorCode.UNKNOWN_POLICY, f"unknown policy {policy!r}")
 
 
-def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs
-             ) -> list[tuple[str, str]]:
+def _balance(fg: Sequence[bool], scores: Sequence[float], shape: JobShape, costs: Costs,
+             reuse: CodecFree | None = None) -> list[tuple[str, str]]:
     """Split the background tiles three ways so that the whole job finishes soonest.
 
     The most salient background tiles may join the foreground in diffusion SR (nearly free
     when batching on an idle GPU), the next ones go to edge light SR, the rest stay on the
-    device. Every split point is predicted; on a tie the device keeps the work, so the
+    device. Every split point is considered; on a tie the device keeps the work, so the
     shared edge is spared. The candidates include the fixed splits `split-device` (nothing
     moved), `split-edge` (all to edge light) and `edge-diffusion-all` (all to diffusion),
     so the plan is never predicted slower than any of them.
+
+    A split that cannot beat the best so far, by a lower bound of its total
+    (`Timeline.least_total`), is not predicted in full: the same plan as predicting every
+    split, with far fewer predictions. `reuse`: what a search of the same job with another
+    codec worked out.
     """
     background = sorted((i for i, f in enumerate(fg) if not f), key=lambda i: -scores[i])
-    n = len(background)
-    # At most ~24 × 25 predictions, whatever the tile count: a 1024² LR image has 1,600
-    # tiles and each prediction walks all of them.
+    # A tile's rank among the background (-1: foreground): a split is three ranges of it.
+    # The device keeps the least salient tiles: ranks k_diff + k_light and up.
+    rank = np.full(len(fg), -1)
+    rank[background] = np.arange(len(background))
+    timeline = Timeline(shape, costs)
+    reuse = CodecFree() if reuse is None else reuse
+    # HR pixels the edge sends when the device keeps ranks m and up: the foreground's, plus
+    # the background's before rank m.
+    edge_hr_px = float(timeline.hr_px[rank < 0].sum()) + np.concatenate(
+        ([0.0], timeline.hr_px[background].cumsum()))
+    best = (math.inf, 0, 0)
+    for k_diff, light_counts in _split_points(len(background), shape):
+        diffusion = timeline.diffusion_lots(np.flatnonzero(rank < k_diff))
+        # The device's side, priced in one pass for this row's splits that could beat the
+        # best even with the device idle; the others stay hopeless as the best improves.
+        leaving = [k_diff + k_light for k_light in light_counts]
+        hopeful = [kept for kept in leaving if not _beaten(
+            best[0], timeline.least_total(diffusion, edge_hr_px[kept], IDLE_DEVICE))]
+        missing = [kept for kept in hopeful if kept not in reuse.device]
+        if missing:
+            sides = timeline.device(rank >= np.array(missing)[:, None])
+            reuse.device.update(zip(missing, sides, strict=True))
+        for k_light in light_counts:
+            kept = k_diff + k_light
+            device = reuse.device.get(kept)
+            if device is None or _beaten(best[0], timeline.least_total(
+                    diffusion, edge_hr_px[kept], device)):
+                continue
+            work = reuse.edge.get((k_diff, k_light))
+            if work is None:
+                light = timeline.light_lots(np.flatnonzero((rank >= k_diff) & (rank < kept)))
+                work = reuse.edge[k_diff, k_light] = timeline.edge_work(diffusion, light)
+            total = timeline.prediction(timeline.edge(work), device).total
+            if total < best[0] * 0.999:
+                best = (total, k_diff, k_light)
+    return _split(fg, background, best[1], best[2])
+
+
+IDLE_DEVICE = DeviceSide(0.0, 0.0)
+
+
+def _beaten(best: float, least: float) -> bool:
+    """Whether a split predicted to take at least `least` cannot replace the best so far
+    (it must be 0.1% sooner; the margin covers rounding between the bound and the total)."""
+    return best * 0.999 <= (1 - 1e-9) * least
+
+
+@dataclass
+class CodecFree:
+    """What `_balance` works out for a job that no codec changes, kept for the next codec's
+    search: the device's side by how many background tiles leave the device, and the edge's
+    SR (when each tile is ready) by split. Bytes and encode times are the codec's."""
+
+    device: dict[int, DeviceSide] = field(default_factory=dict)
+    edge: dict[tuple[int, int], EdgeWork] = field(default_factory=dict)
+
+
+def _split_points(n: int, shape: JobShape) -> list[tuple[int, list[int]]]:
+    """The splits `_balance` tries for `n` background tiles, in order: each k_diff with its
+    k_lights. At most ~24 × 25, whatever the tile count: a 1024² LR image has 1,600 tiles.
+    """
     stride = max(1, n // 24)
     batch = max(1, shape.sr_batch)
     batch_stride = batch * max(1, n // (24 * batch))
-    diffusion_counts = sorted({*range(0, n + 1, batch_stride), n})
-    best: tuple[float, int, int] | None = None
-    for k_diff in diffusion_counts:
-        light_counts = sorted({*range(0, n - k_diff + 1, stride), n - k_diff}) \
-            if shape.edge_light else [0]
-        for k_light in light_counts:
-            placement = _split(fg, background, k_diff, k_light)
-            total = predict(shape, costs, placement).total
-            if best is None or total < best[0] * 0.999:
-                best = (total, k_diff, k_light)
-    assert best is not None
-    return _split(fg, background, best[1], best[2])
+    return [(k_diff, sorted({*range(0, n - k_diff + 1, stride), n - k_diff})
+             if shape.edge_light else [0])
+            for k_diff in sorted({*range(0, n + 1, batch_stride), n})]
 
 
 def _split(fg: Sequence[bool], background: Sequence[int], k_diff: int, k_light: int
@@ -321,9 +191,14 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
     encode that holds the job up.
     """
     options = []
+    reuse = CodecFree()  # hybrid's searches share what the codec does not change
     for name in (lossless, *lossy):
         trial = with_codec(shape, name, codecs.get(name))
-        placement = place(policy, scores, threshold, trial, costs, top_k)
+        if policy == "hybrid":
+            placement = _balance(select_foreground(scores, threshold), scores, trial, costs,
+                                 reuse)
+        else:
+            placement = place(policy, scores, threshold, trial, costs, top_k)
         options.append(CodecChoice(name, trial, placement, predict(trial, costs, placement)))
     best = options[0]
     if len(options) > 1:
@@ -337,12 +212,18 @@ def choose_codec(policy: str, scores: Sequence[float], threshold: float, shape: 
 
 def choose_steps(shape: JobShape, costs: Costs, budget_s: float | None, default: int,
                  most: int, fg_share: float, policy: str) -> int:
-    """The most denoising steps whose predicted latency fits the budget (else `default`)."""
+    """The most denoising steps whose predicted latency fits the budget (else `default`).
+
+    Steps change only the T2I time, and everything else the job does comes after it: one
+    prediction, moved by the difference in T2I time, prices every step count.
+    """
     if budget_s is None:
         return default
+    base = _rough_total(replace(shape, steps=most), costs, policy, fg_share)
     for steps in range(most, 0, -1):
-        trial = JobShape(**{**shape.__dict__, "steps": steps})
-        if _rough_total(trial, costs, policy, fg_share) <= budget_s:
+        t2i_saved = (costs.edge.t2i(most, shape.lr_px) - costs.edge.t2i(steps, shape.lr_px)
+                     if shape.kind == "generate" else 0.0)
+        if base - t2i_saved <= budget_s:
             return steps
     return 1
 

@@ -248,7 +248,7 @@ def test_one_stalled_call_does_not_move_the_sr_cost():
 
 
 def test_the_later_of_edge_and_device_is_expected_later_than_either_mean():
-    from hybridsr.server.planner import expected_max
+    from hybridsr.server.timeline import expected_max
 
     assert expected_max(1.0, 1.0, 0.0, 0.0) == 1.0
     both = expected_max(1.0, 1.0, 0.1, 0.1)
@@ -257,7 +257,7 @@ def test_the_later_of_edge_and_device_is_expected_later_than_either_mean():
 
 
 def test_workers_that_share_hardware_slow_each_other():
-    from hybridsr.server.planner import side_by_side
+    from hybridsr.server.timeline import side_by_side
 
     assert side_by_side([1.0], [1.0], 0.0) == ([1.0], [1.0])  # separate hardware
     assert side_by_side([1.0], [1.0], 0.0, 2.0, 2.0) == ([2.0], [2.0])  # one shared core

@@ -13,14 +13,13 @@ from hybridsr.server.planner import (
     DEVICE_LIGHT,
     EDGE_DIFFUSION,
     EDGE_LIGHT,
-    REQUEST_BYTES,
     Costs,
     JobShape,
     choose_codec,
-    device_sr_calls,
     place,
     predict,
 )
+from hybridsr.server.timeline import REQUEST_BYTES, device_sr_calls
 
 from .engine import BatchWorker, Downlink, Edge, Sim, Trace, latest
 from .profiles import Profile
