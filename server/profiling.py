@@ -82,8 +82,8 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
 
     # 4. Both SR workers at once: where they share hardware (a CPU edge) each slows the
     #    other. Jobs learn how much only once they overlap, and the first such job was
-    #    predicted about 20% too fast; time it here. Nothing reaches the per-call
-    #    history, the spread or the metrics: only the two slow-down factors.
+    #    predicted 20-40% too fast (RESULTS.md); time it here. Nothing reaches the
+    #    per-call history, the spread or the metrics: only the two slow-down factors.
     sr_spans, light_spans = await side_by_side_spans(
         lambda: backend.super_resolve(tiles(batch), observe=False), light_lot)
     if sr_beside := mean_beside(sr_spans, light_spans):  # one sample each, as a job gives
