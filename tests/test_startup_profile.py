@@ -22,15 +22,18 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
 def one_core_edge():
     """An edge whose threads all run on one CPU: its diffusion SR and light SR must share
     it, on any machine, as they share the cores of a small CPU edge."""
-    mine = os.sched_getaffinity(0)
+    import torch
+
+    mine, torch_threads = os.sched_getaffinity(0), torch.get_num_threads()
     os.sched_setaffinity(0, {min(mine)})  # threads started from here on inherit it
-    try:
+    try:  # one torch thread: the SR worker's own, pinned (torch's pool may predate the pin)
         server = BackgroundEdge(EdgeConfig(port=0, preset="tiny", rate_per_s=0,
                                            torch_threads=1, light_threads=1)).start()
     finally:
         os.sched_setaffinity(0, mine)
     yield server
     server.stop()
+    torch.set_num_threads(torch_threads)  # process-wide: the next tests' edges get it back
 
 
 def _sr_calls(server) -> float:
