@@ -126,9 +126,10 @@ class Backend(Protocol):
         """Light-SR crops worth sending in one `light_sr_batch` call (1: one at a time)."""
         ...
 
-    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
-                             ) -> list[np.ndarray]:
-        """Light SR of several crops in one call; `tile_px`: their tiles' pixels in all."""
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int,
+                             observe: bool = True) -> list[np.ndarray]:
+        """Light SR of several crops in one call; `tile_px`: their tiles' pixels in all
+        (`observe=False`: the cost model does not learn from it)."""
         ...
 
 

@@ -176,15 +176,16 @@ class LocalBackend:
             return self.config.light_batch
         return 16 if hasattr(self.light, "upscale_batch") else 1
 
-    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
-                             ) -> list[np.ndarray]:
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int,
+                             observe: bool = True) -> list[np.ndarray]:
         assert self.light is not None
         light = self.light
         batch = getattr(light, "upscale_batch", None)
         images, seconds, beside = await self.light_worker.call(_timed_beside(
             lambda: batch(crops, scale) if batch else [light.upscale(c, scale) for c in crops],
             self._light_clock, self._sr_clock))
-        self.costs.observe_light(seconds, tile_px, beside)
+        if observe:
+            self.costs.observe_light(seconds, tile_px, beside)
         return images
 
 

@@ -262,9 +262,9 @@ class RayBackend:
     def light_batch(self) -> int:
         return 1  # the light replica takes one crop per call
 
-    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int
-                             ) -> list[np.ndarray]:
-        share = tile_px // max(1, len(crops))
+    async def light_sr_batch(self, crops: list[np.ndarray], scale: int, tile_px: int,
+                             observe: bool = True) -> list[np.ndarray]:
+        share = tile_px // max(1, len(crops)) if observe else None
         return [await self.light_sr(crop, scale, share) for crop in crops]
 
     # -- one call through the handle: cancel, retry, backpressure --------------------------
