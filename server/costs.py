@@ -23,12 +23,41 @@ def _sane(value: float | None, low: float, high: float) -> bool:
     return value is not None and math.isfinite(value) and low <= value <= high
 
 
+def fit_t2i(small: tuple[int, float, float], large: tuple[int, float, float]
+            ) -> tuple[float, float, float, float]:
+    """T2I cost as (per call, per px, per step, per step and px) from two image sizes, each
+    `(px, seconds at 1 step, seconds at 3 steps)`: two lines through the two sizes.
+
+    Each part stays >= 0 (on a busy CPU the timings can cross): a negative slope becomes a
+    flat cost, a negative intercept a pure per-pixel one. The step share is floored at 30% of
+    a 1-step call, as one busy moment must not make extra steps look free.
+    """
+
+    def line(px1: float, y1: float, px2: float, y2: float) -> tuple[float, float]:
+        slope = (y2 - y1) / (px2 - px1)
+        if slope <= 0:
+            return (y1 + y2) / 2, 0.0
+        base = y1 - slope * px1
+        return (base, slope) if base >= 0 else (0.0, y2 / px2)
+
+    (px1, one1, three1), (px2, one2, three2) = small, large
+    step1, step2 = (max((three - one) / 2, 0.3 * one) for one, three in
+                    ((one1, three1), (one2, three2)))
+    step_base, per_step_px = line(px1, step1, px2, step2)
+    base, per_px = line(px1, max(one1 - step1, 0.0), px2, max(one2 - step2, 0.0))
+    return base, per_px, step_base, per_step_px
+
+
 @dataclass
 class EdgeCosts:
     """Edge compute: T2I per step per LR pixel, diffusion SR per batch, light SR per pixel."""
 
     t2i_s_per_step_px: float = 2e-6  # one denoising step, per LR pixel
     t2i_s_per_px: float = 2e-7  # text encoding + VAE decode, per LR pixel
+    # … plus what a call costs whatever its size: on a GPU small images are launch-bound,
+    # and a per-pixel model fitted at the profile's 64² predicted a 512² T2I 20x too slow.
+    t2i_step_base_s: float = 0.0  # per denoising step
+    t2i_base_s: float = 0.0  # per call
     sr_batch_base_s: float = 0.05  # one diffusion-SR call (all its steps), fixed part
     sr_s_per_tile_px: float = 2e-5  # … plus this per LR pixel of every tile in the batch
     light_s_per_px: float = 2e-5  # edge light SR per LR pixel
@@ -53,7 +82,8 @@ class EdgeCosts:
         self._beside: dict[str, deque[float]] = {"sr": deque(maxlen=9), "light": deque(maxlen=9)}
 
     def t2i(self, steps: int, lr_px: int) -> float:
-        return lr_px * (self.t2i_s_per_px + steps * self.t2i_s_per_step_px)
+        return (self.t2i_base_s + lr_px * self.t2i_s_per_px
+                + steps * (self.t2i_step_base_s + lr_px * self.t2i_s_per_step_px))
 
     def sr_batch(self, tiles: int, tile_px: int) -> float:
         return self.sr_batch_base_s + tiles * tile_px * self.sr_s_per_tile_px
@@ -68,6 +98,8 @@ class EdgeCosts:
             ratio = self._step(seconds / predicted)
             self.t2i_s_per_px *= ratio
             self.t2i_s_per_step_px *= ratio
+            self.t2i_base_s *= ratio
+            self.t2i_step_base_s *= ratio
 
     def _step(self, error: float) -> float:
         """How far to move toward an observation: all the way when the model is off by more

@@ -16,6 +16,7 @@ import numpy as np
 from hybridsr.imaging.tiles import Tile, context_window
 from hybridsr.protocol import EdgeProfile
 from hybridsr.server.backends import Backend, SRTile
+from hybridsr.server.costs import fit_t2i
 from hybridsr.server.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,17 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
     px = side * side
     scale = max(preset.scales)
 
-    # 1. T2I: the difference between 1 and 3 steps is the per-step share. An enhance-only
+    # 1. T2I at 1 and 3 steps (the difference is the per-step share) and at two sizes (a
+    #    fixed and a per-pixel part: a GPU is launch-bound at these sizes). An enhance-only
     #    preset has no T2I: its SR is timed on a textured test image instead.
     if preset.has_t2i:
         lr = await backend.text_to_image("warm-up", "", side, side, 1, 0, observe=False)
-        one = await _timed_t2i(backend, side, 1)
-        three = await _timed_t2i(backend, side, 3)
-        # Floor the step share: on a busy CPU the difference can come out near zero, and the
-        # planner would then take extra steps to be free.
-        per_step = max((three - one) / 2, 0.3 * one) / px
-        c.t2i_s_per_step_px, c.t2i_s_per_px = per_step, max(one / px - per_step, 0.0)
+        await backend.text_to_image("warm-up", "", 2 * side, 2 * side, 1, 0, observe=False)
+        sizes = []
+        for s in (side, 2 * side):
+            sizes.append((s * s, await _timed_t2i(backend, s, 1), await _timed_t2i(backend, s, 3)))
+        (c.t2i_base_s, c.t2i_s_per_px, c.t2i_step_base_s,
+         c.t2i_s_per_step_px) = fit_t2i(*sizes)
     else:
         lr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
@@ -94,7 +96,8 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
     t2i_s = c.t2i(preset.t2i_steps, px) if preset.has_t2i else 0.0
     c.service_s = t2i_s + c.sr_batch(4, tile_px)
     log.info("edge costs measured: %s", c)
-    per_step = round(c.t2i_s_per_step_px * px, 5) if preset.has_t2i else None
+    per_step = (round(c.t2i_step_base_s + c.t2i_s_per_step_px * px, 5) if preset.has_t2i
+                else None)
     return EdgeProfile(t2i_s_per_step=per_step, sr_s_per_tile=round(single, 5))
 
 

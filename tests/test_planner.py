@@ -11,7 +11,7 @@ import pytest
 
 from hybridsr.imaging.tiles import tile_grid
 from hybridsr.protocol import ClientStats, DeviceProfile
-from hybridsr.server.costs import DeviceCosts, EdgeCosts, LinkCosts
+from hybridsr.server.costs import DeviceCosts, EdgeCosts, LinkCosts, fit_t2i
 from hybridsr.server.planner import (
     DEVICE_LIGHT,
     EDGE_DIFFUSION,
@@ -280,3 +280,30 @@ def test_sr_learns_how_much_light_sr_beside_it_slows_it():
     slow = Costs(e, c.device, c.link)
     fast = Costs(dataclasses.replace(e, sr_beside_light=1.0), c.device, c.link)
     assert predict(s, slow, split_edge).edge_done > predict(s, fast, split_edge).edge_done
+
+
+def _timings(cost, sizes=(64 * 64, 128 * 128)):
+    """What the start-up profile measures: (px, 1 step, 3 steps) at two sizes."""
+    return [(px, cost(1, px), cost(3, px)) for px in sizes]
+
+
+@pytest.mark.parametrize("cost", [
+    lambda steps, px: 0.01 + 0.02 * steps,  # a GPU at small sizes: launch-bound
+    lambda steps, px: px * (1e-7 + steps * 1e-6),  # a CPU: per pixel
+    lambda steps, px: 0.005 + px * 2e-7 + steps * (0.01 + px * 1e-6),  # both
+], ids=["launch-bound", "per-pixel", "mixed"])
+def test_t2i_fitted_at_two_small_sizes_predicts_a_large_one(cost):
+    base, per_px, step_base, per_step_px = fit_t2i(*_timings(cost))
+    e = EdgeCosts(t2i_base_s=base, t2i_s_per_px=per_px, t2i_step_base_s=step_base,
+                  t2i_s_per_step_px=per_step_px)
+    for steps in (1, 4):
+        assert e.t2i(steps, 512 * 512) == pytest.approx(cost(steps, 512 * 512), rel=1e-6)
+
+
+def test_t2i_fit_stays_non_negative_when_busy_timings_cross():
+    crossed = [(64 * 64, 0.30, 0.50), (128 * 128, 0.10, 0.12)]  # the larger came out faster
+    parts = fit_t2i(*crossed)
+    assert min(parts) >= 0
+    e = EdgeCosts(t2i_base_s=parts[0], t2i_s_per_px=parts[1], t2i_step_base_s=parts[2],
+                  t2i_s_per_step_px=parts[3])
+    assert 0 < e.t2i(1, 512 * 512) and e.t2i(2, 512 * 512) > e.t2i(1, 512 * 512)
