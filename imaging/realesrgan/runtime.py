@@ -284,6 +284,10 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
         from .quantize import cached_int8
 
         path = cached_int8(path)  # no copy, no int8: an OSError skips this candidate
+        if runtime == "openvino":  # native PReLU: 9% less CPU there, 14% more on onnxruntime
+            from .prelu import cached_native_prelu
+
+            path = cached_native_prelu(path)
     elif (runtime == "openvino" and path.parent == cache_dir() / "realesrgan"
           and path.stat().st_size <= _HEAVY_MODEL_BYTES):
         # our own converted models, the compact ones: the RRDB models have no PReLU, and a
