@@ -7,36 +7,38 @@ model from its float ONNX with ``onnxruntime.quantization`` (QDQ format, which b
 onnxruntime and OpenVINO run as int8) and cached beside it, keyed by the float model's
 (content-keyed) name and :data:`QUANTIZER_VERSION`.
 
-What is quantized, and how far from float32 it lands: every ``Conv`` but the first, the
-last and body Convs 2 and 4 (:data:`FLOAT_CONVS`); weights int8 per output channel,
-activations uint8 per tensor; the activations, the residual add and the pixel shuffle stay
-float. Measured against exact on ten scikit-image photos (astronaut, coffee, chelsea,
-rocket, immunohistochemistry, hubble_deep_field, retina, colorwheel, cat, logo), centre
-crops of 128², 256² and up to 512², worst case on OpenVINO / onnxruntime: 40.66 / 40.72 dB
-(coffee and immunohistochemistry at 256²). Version 1 (every body Conv int8, 99.99th
-percentile, no bias correction) reached 39.39 dB there. What each part adds:
+What is quantized, and how (version 3): every ``Conv`` but the first, the last and body
+Convs 2 and 4 (:data:`FLOAT_CONVS`); weights int8 per output channel, each Conv's input
+uint8 per tensor; the Convs' outputs, the PReLUs, the residual add and the pixel shuffle stay
+float. Measured against exact (benchmarks/int8_quality.py) on 17 scikit-image photos,
+centre crops up to 512², worst on OpenVINO: 40.98 dB (``page``, a scanned text page),
+``grass`` 41.1, the rest 41.6-45.0. Version 2 on the same set: page 36.2, grass 38.9,
+immunohistochemistry 40.8. What each part adds, on that set:
 
-- the first Conv reads the image and costs 5% of a body layer; the last writes the residual
-  that is the output's detail: both in float add 0.3-1.3 dB at no measurable cost;
-- the activation range is a compromise between photos: at the 99.99th percentile coffee
-  and astronaut clip (39.4 dB), at the 99.999th immunohistochemistry loses resolution
-  (38.8); 99.997 balances them. Min/max ranges: 36.6;
-- bias correction: rounding the weights shifts each channel's mean output, corrected from
-  the calibration images' mean activations (:func:`_correct_biases`): +0.2-0.4 dB, free;
-- body Convs 2 and 4 in float: +0.3 dB for about 6% (OpenVINO) to 11% (onnxruntime) more
-  CPU than all-int8; each single body Conv in float adds only 0.0-0.25 dB (the error is
-  spread over all of them), so keeping more buys little per CPU.
+- no quantization of the Convs' outputs (onnxruntime's QDQ default rounds them once more
+  before the PReLU): +0.75-2.3 dB on every photo, no slower;
+- SmoothQuant (:func:`_smooth`): part of each channel's range moved into the next Conv's
+  weights through the PReLU, exactly: +1-3 dB on photos, but text still clips (page 34.6);
+- calibration on hard-edged images too (:func:`hard_images`: strokes like text, checkers)
+  beside the photo-like ones, with asymmetric ranges at :data:`RANGE_PERCENTILES` of the
+  float activations (:func:`_set_activation_ranges`; onnxruntime's percentile calibration
+  is symmetric about zero and wastes codes on PReLU outputs): page 41.0, grass 41.1, the
+  other photos 41.6 and up. Eight hard images instead of four: page and grass 40.4, text
+  +1 dB; min/max ranges: photos down to 39.3; MSE-optimal ranges or SmoothQuant's alpha
+  0.75: photos +0-1 dB, rendered text -1 to -1.7 dB;
+- bias correction (:func:`_correct_biases`): +0.2-0.4 dB, free; the first Conv, the last and
+  body Convs 2 and 4 in float: only the first and the last in float costs photos 0.4-1.2 dB.
 
-Not everything stays above 40 dB: on scikit-image's ``page`` (a scanned text page) int8 is
-at 35.6 dB and on ``grass`` at 39.0 (even half the body in float: 35.9 and 40.2): hard
-black-on-white edges drive activations far beyond any range that keeps photos sharp. bf16
-stays 52-57 dB from exact on all of them, which is why ``fast`` uses int8 only where no
-bf16/f16 is available (see .runtime.candidates). Symmetric int8 activations and entropy
-calibration were worse when version 1 was chosen; equalising the channels' activation ranges
-(scaled through the PReLU into the next Conv's weights) was worse here (38.8 dB), as the
-weights then round worse. Calibration inputs are synthetic (1/f²
-noise with hard-edged discs, see :func:`calibration_images`): they reach the same quality as
-real photos, and the device needs no image files to build the model.
+Not everything reaches 40 dB: black text rendered on white is at 36 dB, saturated colour
+blocks 38.7, 4 px complementary-colour checkers 19 (bf16: 54, 53, 48). Each one Conv in int8
+alone already costs rendered text 6-14 dB (per-layer sensitivity): sharp synthetic edges
+push the activations several times beyond any photo's, and one uint8 range per tensor
+cannot hold both. Calibrating on saturated colour blocks too lifted those to 40.9 but
+photos to 40.2 (page) and text stayed at 35. That is why ``fast`` still prefers bf16/f16
+where the CPU has it and uses int8 only where it has none (see .runtime.candidates).
+Weights-only int8 (W8A16) is no faster than bf16 on OpenVINO's CPU plugin (measured), so it
+is not offered. Calibration inputs are synthetic and deterministic: the device needs no
+image files to build the model.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ import numpy as np
 
 from .cache import write_atomic
 
-__all__ = ["FLOAT_CONVS", "QUANTIZER_VERSION", "calibration_images", "cached_int8", "int8_path"]
+__all__ = ["FLOAT_CONVS", "QUANTIZER_VERSION", "RANGE_PERCENTILES", "cached_int8",
+           "calibration_images", "hard_images", "int8_path"]
 
 log = logging.getLogger(__name__)
 _BUILDING = threading.Lock()  # one build at a time: it swaps sys.stdout while it runs
@@ -278,7 +281,8 @@ def _conv_input_stats(model, inputs: list[np.ndarray]) -> list[_Stats]:
     session = ort.InferenceSession(probe.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     total = sum(x[0].size for x in inputs) * 64 // 3  # body maps: 64 channels
-    tail = int(total * (100 - RANGE_PERCENTILES[1]) / 100) + 2
+    lo_pct, hi_pct = RANGE_PERCENTILES
+    tail = int(total * max(lo_pct, 100 - hi_pct) / 100) + 2
     stats = [_Stats(tail) for _ in names]
     for x in inputs:
         feeds = {session.get_inputs()[0].name: x}
