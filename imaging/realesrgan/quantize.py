@@ -237,8 +237,8 @@ class _Stats:
     """One Conv input over the calibration images: per channel its mean and largest
     magnitude; over all values the few lowest and highest (for the range percentiles)."""
 
-    def __init__(self, tail: int) -> None:
-        self.tail, self.count = tail, 0
+    def __init__(self, pixels: int) -> None:
+        self.pixels, self.count, self.tail = pixels, 0, 0  # pixels: over all images
         self.sum: np.ndarray | float = 0.0
         self.peak: np.ndarray | float = 0.0
         self.low = np.zeros(0, np.float32)
@@ -246,7 +246,10 @@ class _Stats:
 
     def add(self, v: np.ndarray) -> None:
         flat = v.reshape(v.shape[0], -1)
-        self.count += flat.shape[1]
+        if not self.tail:  # enough of each tail for the percentile over every value
+            lo_pct, hi_pct = RANGE_PERCENTILES
+            self.tail = int(self.pixels * v.shape[0] * max(lo_pct, 100 - hi_pct) / 100) + 2
+        self.count += flat.size
         self.sum = self.sum + flat.sum(1, dtype=np.float64)
         self.peak = np.maximum(self.peak, np.abs(flat).max(1))
         k = min(self.tail, flat.size)
@@ -256,13 +259,14 @@ class _Stats:
 
     @property
     def mean(self) -> np.ndarray:
-        return np.asarray(self.sum) / max(self.count, 1)
+        sums = np.asarray(self.sum)
+        return sums * sums.size / max(self.count, 1)
 
-    def range(self, values: int) -> tuple[float, float]:
-        """The ``RANGE_PERCENTILES`` of all ``values`` seen: order statistics from the tails."""
+    def range(self) -> tuple[float, float]:
+        """The ``RANGE_PERCENTILES`` of all values seen: order statistics from the tails."""
         lo_pct, hi_pct = RANGE_PERCENTILES
-        i = min(int(values * lo_pct / 100), self.low.size - 1)
-        j = min(int(values * (100 - hi_pct) / 100), self.high.size - 1)
+        i = min(int(self.count * lo_pct / 100), self.low.size - 1)
+        j = min(int(self.count * (100 - hi_pct) / 100), self.high.size - 1)
         return float(self.low[i]), float(self.high[-1 - j])
 
 
@@ -280,10 +284,7 @@ def _conv_input_stats(model, inputs: list[np.ndarray]) -> list[_Stats]:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = ort.InferenceSession(probe.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
-    total = sum(x[0].size for x in inputs) * 64 // 3  # body maps: 64 channels
-    lo_pct, hi_pct = RANGE_PERCENTILES
-    tail = int(total * max(lo_pct, 100 - hi_pct) / 100) + 2
-    stats = [_Stats(tail) for _ in names]
+    stats = [_Stats(sum(x[0, 0].size for x in inputs)) for _ in names]
     for x in inputs:
         feeds = {session.get_inputs()[0].name: x}
         values = dict(zip([o.name for o in session.get_outputs()],
@@ -364,7 +365,7 @@ def _set_activation_ranges(int8, stats: dict[str, _Stats]) -> None:
         if n.op_type != "QuantizeLinear" or n.input[0] not in stats:
             continue
         stat = stats[n.input[0]]
-        lo, hi = stat.range(stat.count * len(np.atleast_1d(stat.mean)))
+        lo, hi = stat.range()
         lo, hi = min(lo, 0.0), max(hi, 1e-6)
         scale = np.float32((hi - lo) / 255.0)
         zero = np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
