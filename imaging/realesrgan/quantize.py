@@ -5,9 +5,15 @@ about twice the work per cycle of bf16 and four times that of float32, and onnxr
 the default install — has no faster float precision at all. The copy is built once per
 model from its float ONNX with ``onnxruntime.quantization`` (QDQ format, which both
 onnxruntime and OpenVINO run as int8) and cached beside it, keyed by the float model's
-(content-keyed) name and :data:`QUANTIZER_VERSION`.
+(content-keyed) name and the runtime's recipe version (:data:`RECIPES`): onnxruntime keeps
+version 2, OpenVINO gets version 3.
 
-What is quantized, and how (version 3): every ``Conv`` but the first, the last and body
+Version 2 (onnxruntime): the same Convs int8 and biases corrected, calibrated on the
+photo-like images only with onnxruntime's symmetric 99.997th-percentile ranges, each
+quantized Conv's output rounded to uint8 too (onnxruntime runs a Conv as int8 only so).
+Worst of 17 scikit-image photos: page 36.2 dB, grass 38.9, the rest 40.8-44.
+
+What is quantized, and how (version 3, OpenVINO): every ``Conv`` but the first, the last and body
 Convs 2 and 4 (:data:`FLOAT_CONVS`); weights int8 per output channel, each Conv's input
 uint8 per tensor; the Convs' outputs, the PReLUs, the residual add and the pixel shuffle stay
 float. Measured against exact (benchmarks/int8_quality.py) on 17 scikit-image photos,
@@ -53,15 +59,20 @@ import numpy as np
 
 from .cache import write_atomic
 
-__all__ = ["FLOAT_CONVS", "QUANTIZER_VERSION", "RANGE_PERCENTILES", "cached_int8",
+__all__ = ["FLOAT_CONVS", "RANGE_PERCENTILES", "RECIPES", "cached_int8",
            "calibration_images", "hard_images", "int8_path"]
 
 log = logging.getLogger(__name__)
 _BUILDING = threading.Lock()  # one build at a time: it swaps sys.stdout while it runs
 
-#: Bump when the quantization recipe changes, so old int8 copies are not reused.
-QUANTIZER_VERSION = "3"
+#: The recipe version each runtime's int8 copy is built with (part of its cache name: bump
+#: one when its recipe changes). onnxruntime keeps version 2: it runs a Conv as int8 only
+#: with its output quantized too, and version 3 with quantized outputs was 0.5-2 dB worse
+#: than version 2 on photos (page 38.8, 2.6 better; grass 38.9, the same).
+RECIPES = {"onnxruntime": "2", "openvino": "3"}
 CALIBRATION_COUNT, CALIBRATION_SIDE, HARD_COUNT = 8, 96, 4
+#: Version 2's activation range: this percentile of |activation|, symmetric.
+V2_PERCENTILE = 99.997
 #: The activation range: these percentiles of each activation over the calibration images.
 RANGE_PERCENTILES = (0.001, 99.999)
 #: Convs kept in float (besides the last), by position: the first reads the image (5% of a
@@ -69,26 +80,27 @@ RANGE_PERCENTILES = (0.001, 99.999)
 FLOAT_CONVS = (0, 2, 4)
 
 
-def int8_path(float_path: Path) -> Path:
-    """Where the int8 copy of ``float_path`` lives (it may not exist yet).
+def int8_path(float_path: Path, runtime: str = "onnxruntime") -> Path:
+    """Where ``runtime``'s int8 copy of ``float_path`` lives (it may not exist yet).
 
     Keyed by the float model's name and size, not its bytes: the cache names converted
     models by the sha256 of their sources (see .cache), and hashing 2.5 MB again would cost
     every start 10 ms.
     """
     float_path = Path(float_path)
-    h = hashlib.sha256(f"hybridsr-int8-v{QUANTIZER_VERSION}\0{float_path.name}\0"
+    h = hashlib.sha256(f"hybridsr-int8-v{RECIPES[runtime]}\0{float_path.name}\0"
                        f"{float_path.stat().st_size}".encode())
     return float_path.with_name(f"{float_path.stem}-int8-{h.hexdigest()[:20]}.onnx")
 
 
-def cached_int8(float_path: Path) -> Path:
-    """The int8 copy of ``float_path``, built on a miss (a few seconds, imports onnx)."""
-    target = int8_path(float_path)
+def cached_int8(float_path: Path, runtime: str = "onnxruntime") -> Path:
+    """``runtime``'s int8 copy of ``float_path``, built on a miss (seconds, imports onnx)."""
+    target = int8_path(float_path, runtime)
     with _BUILDING:
         if not target.is_file():
             started = time.perf_counter()
-            write_atomic(target, _quantize(Path(float_path)))
+            build = _quantize if RECIPES[runtime] == "3" else _quantize_v2
+            write_atomic(target, build(Path(float_path)))
             log.info("built int8 model %s in %.1fs", target.name,
                      time.perf_counter() - started)
     return target
@@ -165,8 +177,31 @@ def hard_images(count: int = HARD_COUNT, side: int = CALIBRATION_SIDE,
     return out
 
 
+def _quantize_v2(float_path: Path) -> bytes:
+    """Version 2 (onnxruntime's): photo-like calibration only, onnxruntime's symmetric
+    percentile ranges, the Convs' outputs quantized too, biases corrected."""
+    import tempfile
+
+    import onnx
+
+    inputs = [np.ascontiguousarray(im.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+              for im in calibration_images()]
+    model = onnx.load(str(float_path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    last = len(convs) - 1
+    exclude = [c.name for i, c in enumerate(convs) if i in FLOAT_CONVS or i == last]
+    with tempfile.TemporaryDirectory(prefix="hybridsr-int8-") as tmp:
+        source, out = Path(tmp) / "source.onnx", Path(tmp) / "int8.onnx"
+        _quantize_static(Path(float_path), out, inputs, exclude, True, V2_PERCENTILE)
+        _correct_biases(model, onnx.load(str(out)),
+                        [s.mean for s in _conv_input_stats(model, inputs)])
+        onnx.save(model, str(source))
+        _quantize_static(source, out, inputs, exclude, True, V2_PERCENTILE)
+        return out.read_bytes()
+
+
 def _quantize(float_path: Path) -> bytes:
-    """The v3 recipe (see the module docstring); the int8 model's bytes."""
+    """Version 3 (OpenVINO's, see the module docstring); the int8 model's bytes."""
     import tempfile
 
     import onnx
@@ -183,19 +218,21 @@ def _quantize(float_path: Path) -> bytes:
     with tempfile.TemporaryDirectory(prefix="hybridsr-int8-") as tmp:
         source, out = Path(tmp) / "source.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(source))
-        _quantize_static(source, out, inputs, exclude)
+        _quantize_static(source, out, inputs, exclude, False)
         _correct_biases(model, onnx.load(str(out)),
                         [s.mean for s in _conv_input_stats(model, inputs)])
         onnx.save(model, str(source))
-        _quantize_static(source, out, inputs, exclude)
+        _quantize_static(source, out, inputs, exclude, False)
         int8 = onnx.load(str(out))
-    stats = _conv_input_stats(model, inputs)
-    _set_activation_ranges(int8, {n.input[0]: s for n, s in zip(convs, stats, strict=True)})
+    names = [n.input[0] for n in convs]
+    stats = _tensor_stats(model, inputs, names)
+    _set_activation_ranges(int8, dict(zip(names, stats, strict=True)))
     return int8.SerializeToString()
 
 
 def _quantize_static(source: Path, target: Path, inputs: list[np.ndarray],
-                     exclude: list[str]) -> None:
+                     exclude: list[str], conv_outputs: bool,
+                     percentile: float | None = None) -> None:
     """onnxruntime's static QDQ quantizer with our settings, quietly; its activation
     ranges are replaced afterwards (:func:`_set_activation_ranges`)."""
     import contextlib
@@ -225,9 +262,12 @@ def _quantize_static(source: Path, target: Path, inputs: list[np.ndarray],
                 str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-                nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax
+                if percentile is None else CalibrationMethod.Percentile,
                 # one rounding per layer: the Conv's output stays float into the PReLU
-                extra_options={"OpTypesToExcludeOutputQuantization": ["Conv"]},
+                extra_options=({} if conv_outputs else
+                               {"OpTypesToExcludeOutputQuantization": ["Conv"]})
+                | ({} if percentile is None else {"CalibPercentile": percentile}),
             )
     finally:
         logging.getLogger().removeFilter(chatter)
@@ -272,15 +312,21 @@ class _Stats:
 
 def _conv_input_stats(model, inputs: list[np.ndarray]) -> list[_Stats]:
     """Each Conv's input statistics over ``inputs`` (float model, onnxruntime)."""
+    return _tensor_stats(model, inputs, [n.input[0] for n in model.graph.node
+                                         if n.op_type == "Conv"])
+
+
+def _tensor_stats(model, inputs: list[np.ndarray], names: list[str]) -> list[_Stats]:
+    """Statistics of the tensors ``names`` over ``inputs`` (float model, onnxruntime)."""
     import onnx
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    names = [n.input[0] for n in probe.graph.node if n.op_type == "Conv"]
     graph_inputs = {i.name for i in probe.graph.input}
+    graph_outputs = {o.name for o in probe.graph.output}
     for name in names:
-        if name not in graph_inputs:
+        if name not in graph_inputs | graph_outputs:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = ort.InferenceSession(probe.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
@@ -371,6 +417,34 @@ def _set_activation_ranges(int8, stats: dict[str, _Stats]) -> None:
         zero = np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
         consts[n.input[1]].CopyFrom(numpy_helper.from_array(np.array(scale), n.input[1]))
         consts[n.input[2]].CopyFrom(numpy_helper.from_array(np.array(zero), n.input[2]))
+    _requantize_biases(int8)
+
+
+def _requantize_biases(int8) -> None:
+    """Give each int32 bias the scale input scale x weight scale again, in place.
+
+    The quantizer set it from its own input ranges; onnxruntime fuses a Conv into its int8
+    kernel (QLinearConv) only when the bias scale is that product, else it runs it in float.
+    """
+    from onnx import numpy_helper
+
+    consts = {t.name: t for t in int8.graph.initializer}
+    producer = {o: n for n in int8.graph.node for o in n.output}
+
+    def value(name: str) -> np.ndarray:
+        return numpy_helper.to_array(consts[name])
+
+    for conv in (n for n in int8.graph.node if n.op_type == "Conv" and len(n.input) > 2):
+        x, w, b = (producer.get(i) for i in conv.input[:3])
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in (x, w, b)):
+            continue
+        if value(b.input[0]).dtype != np.int32:
+            continue
+        bias = value(b.input[0]).astype(np.float64) * value(b.input[1])
+        scale = (value(x.input[1]) * value(w.input[1])).astype(np.float32)
+        q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        consts[b.input[0]].CopyFrom(numpy_helper.from_array(q, b.input[0]))
+        consts[b.input[1]].CopyFrom(numpy_helper.from_array(scale, b.input[1]))
 
 
 def _correct_biases(model, quantized, means: list[np.ndarray]) -> None:

@@ -225,9 +225,9 @@ def candidates(precision: str, runtimes: Sequence[str], int8: bool = False,
     ``exact`` is float32 only. ``fast`` adds OpenVINO's reduced float precision and, where
     ``int8`` and :func:`int8_cpu`, the int8 model (onnxruntime only on its CPU provider) —
     but only where none of ``runtimes`` has a reduced float precision: bf16/f16 stay
-    48-59 dB from exact on every image measured, int8 (version 3) 41.0 dB on the worst of
-    17 scikit-image photos but 36 on text rendered on white and 19 on hard 4 px checkers
-    (see .quantize), so int8 is the last resort.
+    48-59 dB from exact on every image measured; int8 on OpenVINO 41.0 dB on the worst of
+    17 scikit-image photos but 36 on text rendered on white and 19 on hard 4 px checkers,
+    on onnxruntime 36.2 on a scanned page (see .quantize), so int8 is the last resort.
     """
     if precision == "exact":
         return [(r, "f32") for r in runtimes]
@@ -284,7 +284,7 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
     if compute == "int8":
         from .quantize import cached_int8
 
-        path = cached_int8(path)  # no copy, no int8: an OSError skips this candidate
+        path = cached_int8(path, runtime)  # no copy, no int8: an OSError skips this one
         if runtime == "openvino":  # native PReLU: 9% less CPU there, 14% more on onnxruntime
             from .prelu import cached_native_prelu
 
