@@ -13,8 +13,8 @@ photo-like images only with onnxruntime's symmetric 99.997th-percentile ranges, 
 quantized Conv's output rounded to uint8 too (onnxruntime runs a Conv as int8 only so).
 Worst of 17 scikit-image photos: page 36.2 dB, grass 38.9, the rest 40.8-44.
 
-What is quantized, and how (version 3, OpenVINO): every ``Conv`` but the first, the last and body
-Convs 2 and 4 (:data:`FLOAT_CONVS`); weights int8 per output channel, each Conv's input
+What is quantized, and how (version 3, OpenVINO): every ``Conv`` but the first, the last
+and body Convs 2 and 4 (:data:`FLOAT_CONVS`); weights int8 per output channel, each Conv's input
 uint8 per tensor; the Convs' outputs, the PReLUs, the residual add and the pixel shuffle stay
 float. Measured against exact (benchmarks/int8_quality.py) on 17 scikit-image photos,
 centre crops up to 512², worst on OpenVINO: 40.98 dB (``page``, a scanned text page),
