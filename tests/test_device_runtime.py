@@ -45,7 +45,8 @@ def built_models(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYBRIDSR_CACHE_DIR", str(root))
         float_path = RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
-        cached_int8(float_path)  # built once here: seconds
+        cached_int8(float_path)  # built once here: seconds each
+        cached_native_prelu(cached_int8(float_path, "openvino"))
         cached_native_prelu(float_path)
     return root / "realesrgan"
 
@@ -224,10 +225,94 @@ def test_the_int8_model_is_built_once_beside_the_float_one(int8_models, monkeypa
     quantized = [c.input[1] in fed_by_dq for c in convs]  # int8 weights
     assert quantized == [i not in quantize.FLOAT_CONVS for i in range(len(convs) - 1)] + [False]
     assert 0 in quantize.FLOAT_CONVS and sum(quantized) >= len(convs) - 4  # most are int8
+    ov = quantize.int8_path(float_path, "openvino")
+    assert ov.is_file() and ov != q and quantize.cached_int8(float_path, "openvino") == ov
     other = float_path.with_name(float_path.name.replace("-x4-", "-x2-"))
     other.write_bytes(float_path.read_bytes())  # another model (name): another key
     assert quantize.int8_path(other) != q
     assert quantize.int8_path(float_path) == q  # stable
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.stack([a] * 3, -1))
+
+
+@needs_openvino
+def test_openvinos_int8_keeps_scanned_text_and_grass_at_40db(int8_models):
+    """The content int8 version 2 lost (page 36 dB, this grass crop 39; version 3: 41)."""
+    from skimage import data
+
+    exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    fast = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    fast.engine = rt.build_engine(fast.onnx_path, ("openvino", "int8"), 2)
+    for crop in (data.page(), data.grass()[:128, :128]):
+        assert _psnr(exact.upscale(_grey(crop)), fast.upscale(_grey(crop))) >= 40.0
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_each_runtime_gets_an_int8_model_it_runs_in_int8(int8_models, runtime, tmp_path):
+    """onnxruntime fuses a quantized Conv into its int8 kernel only with the output
+    quantized too (else it dequantizes and runs float32, slower than the float model);
+    OpenVINO's copy leaves the outputs float (one rounding per layer)."""
+    import onnx
+    import onnxruntime as ort
+
+    from hybridsr.imaging.realesrgan import quantize
+
+    q = quantize.int8_path(RealESRGAN(tile=0, runtime="onnxruntime").onnx_path, runtime)
+    nodes = onnx.load(str(q)).graph.node
+    conv_outputs = {n.output[0] for n in nodes if n.op_type == "Conv"}
+    requantized = [n for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in conv_outputs]
+    assert len(requantized) == (14 if runtime == "onnxruntime" else 0)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(q), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == (14 if runtime == "onnxruntime" else 0)
+
+
+def test_smoothing_through_the_prelu_keeps_the_float_models_output(onnx_path):
+    """SmoothQuant's scales cross each PReLU exactly: the float model computes the same."""
+    import onnx
+    import onnxruntime as ort
+
+    from hybridsr.imaging.realesrgan import quantize
+
+    model = onnx.load(str(onnx_path))
+    before = model.SerializeToString()
+    x = np.random.default_rng(3).random((1, 3, 24, 24), dtype=np.float32)
+    stats = quantize._conv_input_stats(model, [x])
+    quantize._smooth(model, stats, list(range(1, 17)))
+    assert model.SerializeToString() != before  # weights really moved
+    run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+           for m in (before, model.SerializeToString())]
+    np.testing.assert_allclose(run[1], run[0], atol=2e-5)
+
+
+@needs_openvino
+def test_openvino_runs_the_int8_model_with_native_prelu(int8_models):
+    """OpenVINO fuses PRelu into its int8 convolutions (onnxruntime runs the exporter's
+    four ops faster): its int8 engine compiles the native-PReLU copy, same quality."""
+    import onnx
+
+    from hybridsr.imaging.realesrgan.prelu import native_prelu_path
+    from hybridsr.imaging.realesrgan.quantize import int8_path
+
+    path = RealESRGAN(tile=0, runtime="onnxruntime").onnx_path
+    engine = rt.build_engine(path, ("openvino", "int8"), 2)
+    assert engine._path == native_prelu_path(int8_path(path, "openvino"))
+    assert engine.precision == "int8"
+    ops = [n.op_type for n in onnx.load(str(engine._path)).graph.node]
+    assert ops.count("PRelu") == 17 and "Relu" not in ops and "QuantizeLinear" in ops
+    fused = RealESRGAN(threads=2, tile=0, runtime="onnxruntime")
+    fused.engine = engine
+    unfused = RealESRGAN(threads=2, tile=0, runtime="onnxruntime")
+    unfused.engine = rt.OpenVinoEngine(int8_path(path, "openvino"), 2, "int8")
+    exact = RealESRGAN(threads=2, tile=0, runtime="onnxruntime", precision="exact")
+    for photo in _photos():  # the same quality: only the int8 pipeline's rounding differs
+        ref = exact.upscale(photo)
+        a, b = _psnr(ref, fused.upscale(photo)), _psnr(ref, unfused.upscale(photo))
+        assert a >= 40.0 and abs(a - b) < 0.5
 
 
 @needs_openvino
