@@ -131,7 +131,7 @@ async def chaos(edges: list[EdgeProcess], rng: random.Random, gap_s: float, paus
         try:
             await asyncio.wait_for(stop.wait(), rng.expovariate(1 / gap_s))
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         up = [e for e in edges if e.up]
         if len(up) < 2:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hybridsr.protocol.png import encode_png, zlib_stream
+from hybridsr.protocol.png import encode_png
 
-__all__ = ["COLOR_TYPES", "write_png", "zlib_stream"]
+__all__ = ["COLOR_TYPES", "write_png"]
 
 #: The Pillow modes this writer handles (8 bits per sample).
 COLOR_TYPES = ("L", "LA", "RGB", "RGBA")

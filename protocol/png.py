@@ -93,6 +93,8 @@ def encode_png(pixels: np.ndarray, use_isal: bool | None = None) -> bytes:
         raise ValueError(f"expected HxW or HxWx(1-4) uint8 pixels, got {pixels.shape} "
                          f"{pixels.dtype}")
     h, w, channels = pixels.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"a PNG has at least one pixel, not {w}x{h}")
     header = struct.pack(">IIBBBBB", w, h, 8, COLOR_TYPES[channels], 0, 0, 0)
     data = deflate(_average_filtered(np.ascontiguousarray(pixels)), use_isal)
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data)

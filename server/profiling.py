@@ -40,8 +40,11 @@ async def measure_profile(backend: Backend, preset: Preset, tile: int, sr_batch:
         sizes = []
         for s in (side, 2 * side):
             sizes.append((s * s, await _timed_t2i(backend, s, 1), await _timed_t2i(backend, s, 3)))
-        (c.t2i_base_s, c.t2i_s_per_px, c.t2i_step_base_s,
-         c.t2i_s_per_step_px) = fit_t2i(*sizes)
+        fitted = fit_t2i(*sizes)
+        if fitted is None:  # absurd timings: the defaults, refined by the first jobs
+            log.warning("T2I start-up timings unusable (%s); keeping default costs", sizes)
+        else:
+            c.t2i_base_s, c.t2i_s_per_px, c.t2i_step_base_s, c.t2i_s_per_step_px = fitted
     else:
         lr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
@@ -120,12 +123,15 @@ async def side_by_side_spans(first: Callable[[], Awaitable[object]],
 
     async def loop(call: Callable[[], Awaitable[object]], mine: list[Span],
                    other: list[Span]) -> None:
-        while not done.is_set():
-            t0 = time.perf_counter()
-            await call()
-            mine.append((t0, time.perf_counter()))
-            if len(mine) >= calls and len(other) >= calls:
-                done.set()
+        try:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await call()
+                mine.append((t0, time.perf_counter()))
+                if len(mine) >= calls and len(other) >= calls:
+                    done.set()
+        finally:  # a call that raised stops the other loop too
+            done.set()
 
     await asyncio.gather(loop(first, spans[0], spans[1]), loop(second, spans[1], spans[0]))
     return spans

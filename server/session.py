@@ -163,13 +163,15 @@ class Session:
             log.info("session %s: could not confirm job %s", self.id, request.job_id)
 
     async def _replace_cancelled(self, job_id: str, request_sha256: str) -> None:
-        """A resent request whose job was cancelled runs again: wait for the cancelled one
-        to stop (one pipeline step) and forget it. The device's cancel of a job it left
-        behind can reach the edge just before the device sends the same job here again."""
+        """A resent request whose job was cancelled runs again: stop the cancelled one now
+        (its task, not only at its next pipeline step: this session's frames wait meanwhile)
+        and forget it. The device's cancel of a job it left behind can reach the edge just
+        before the device sends the same job here again."""
         old = self.edge.jobs.get(job_id)
         if old is None or old.fingerprint != request_sha256 or not old.cancelled_early:
             return
         if old.task is not None and not old.task.done():
+            old.task.cancel()  # `run` ends it as `cancelled`; its worker call stops at a step
             try:
                 await asyncio.wait_for(asyncio.shield(old.task), CANCEL_WAIT_S)
             except TimeoutError:

@@ -293,17 +293,25 @@ def _timings(cost, sizes=(64 * 64, 128 * 128)):
     lambda steps, px: 0.005 + px * 2e-7 + steps * (0.01 + px * 1e-6),  # both
 ], ids=["launch-bound", "per-pixel", "mixed"])
 def test_t2i_fitted_at_two_small_sizes_predicts_a_large_one(cost):
-    base, per_px, step_base, per_step_px = fit_t2i(*_timings(cost))
+    fitted = fit_t2i(*_timings(cost))
+    assert fitted is not None
+    base, per_px, step_base, per_step_px = fitted
     e = EdgeCosts(t2i_base_s=base, t2i_s_per_px=per_px, t2i_step_base_s=step_base,
                   t2i_s_per_step_px=per_step_px)
     for steps in (1, 4):
         assert e.t2i(steps, 512 * 512) == pytest.approx(cost(steps, 512 * 512), rel=1e-6)
 
 
+def test_t2i_fit_refuses_timings_no_model_can_come_from():
+    assert fit_t2i((4096, 0.0, 0.0), (16384, 0.0, 0.0)) is None
+    assert fit_t2i((4096, 0.1, float("inf")), (16384, 0.2, 0.3)) is None
+    assert fit_t2i((4096, 0.1, 0.2), (4096, 0.1, 0.2)) is None
+
+
 def test_t2i_fit_stays_non_negative_when_busy_timings_cross():
     crossed = [(64 * 64, 0.30, 0.50), (128 * 128, 0.10, 0.12)]  # the larger came out faster
     parts = fit_t2i(*crossed)
-    assert min(parts) >= 0
+    assert parts is not None and min(parts) >= 0
     e = EdgeCosts(t2i_base_s=parts[0], t2i_s_per_px=parts[1], t2i_step_base_s=parts[2],
                   t2i_s_per_step_px=parts[3])
     assert 0 < e.t2i(1, 512 * 512) and e.t2i(2, 512 * 512) > e.t2i(1, 512 * 512)

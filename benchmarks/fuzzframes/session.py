@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -67,7 +66,7 @@ class FuzzSession:
     async def receive(self) -> Any:
         try:
             msg = await self.ws.receive(timeout=self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Broken(f"no answer within {self.timeout_s} s") from None
         if msg.type != aiohttp.WSMsgType.BINARY:
             raise Broken(f"session dropped or sent a non-binary frame: {msg.type.name} "

@@ -149,7 +149,7 @@ class SRBatcher:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             if head.dead:
                 continue
