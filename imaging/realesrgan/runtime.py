@@ -223,15 +223,14 @@ def candidates(precision: str, runtimes: Sequence[str], int8: bool = False,
     """The ways to compute ``precision`` with ``runtimes``; ``int8``: an int8 copy may be used.
 
     ``exact`` is float32 only. ``fast`` adds OpenVINO's reduced float precision and, where
-    ``int8`` and :func:`int8_cpu`, the int8 model (onnxruntime only on its CPU provider) —
-    but only where none of ``runtimes`` has a reduced float precision: bf16/f16 stay
-    48-59 dB from exact on every image measured; int8 on OpenVINO 41.0 dB on the worst of
-    17 scikit-image photos but 36 on text rendered on white and 19 on hard 4 px checkers,
-    on onnxruntime 36.2 on a scanned page (see .quantize), so int8 is the last resort.
+    ``int8`` and :func:`int8_cpu`, the int8 model (onnxruntime only on its CPU provider).
+    bf16/f16 stay 48-59 dB from exact on every image measured; int8 on OpenVINO 41.0 dB on
+    the worst of 17 scikit-image photos but 36 on text rendered on white and 19 on hard 4 px
+    checkers, so an int8 engine hands such inputs to a float one (:class:`GuardedEngine`).
     """
     if precision == "exact":
         return [(r, "f32") for r in runtimes]
-    int8 = int8 and int8_cpu() and not ("openvino" in runtimes and reduced_float_cpu())
+    int8 = int8 and int8_cpu()
     found: list[Candidate] = []
     for r in runtimes:
         if r == "onnxruntime":
@@ -301,8 +300,38 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
             log.warning("no native-PReLU copy of %s (%s); running the model as is",
                         path.name, exc)
     if runtime == "openvino":
-        return OpenVinoEngine(path, threads, "fast" if compute == "reduced" else compute)
-    return OrtEngine(path, threads, providers, compute)
+        engine: Engine = OpenVinoEngine(path, threads,
+                                        "fast" if compute == "reduced" else compute)
+    else:
+        engine = OrtEngine(path, threads, providers, compute)
+    if compute != "int8":
+        return engine
+    fallback: Candidate = (runtime, "reduced" if runtime == "openvino" else "f32")
+    return GuardedEngine(engine, lambda: build_engine(onnx_path, fallback, threads, providers))
+
+
+class GuardedEngine:
+    """The int8 engine for photographs; graphics-like inputs (text, hard edges, saturated
+    blocks: see .guard) go to a float engine of the same runtime, built on first need."""
+
+    def __init__(self, int8: Engine, fallback: Callable[[], Engine]) -> None:
+        self.int8, self._fallback, self._float = int8, fallback, None
+        self.name, self.precision = int8.name, int8.precision
+        self._lock = threading.Lock()
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return getattr(self.int8, "metadata", {})
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        from .guard import graphics_like
+
+        if not graphics_like(x):
+            return self.int8.run(x)
+        with self._lock:  # one float engine, however many threads find graphics at once
+            if self._float is None:
+                self._float = self._fallback()
+        return self._float.run(x)
 
 
 def check_choice(runtime: str, precision: str) -> None:
