@@ -15,8 +15,11 @@ $(BIN)/python:
 # torch is pinned in the SAME pip call as diffusers/accelerate: otherwise pip
 # resolves a newer torch with the multi-GB CUDA stack. `cluster` (Ray Serve) is in: the
 # ray backend's tests run on a real local Ray.
+# PYTHONWARNINGS: pip 26 prints setuptools' note on every editable install of a package-dir
+# layout ("Editable installation … folders … with the same name"), informational only.
 $(STAMP): $(BIN)/python pyproject.toml Makefile
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[edge,cluster,dev]"
+	PYTHONWARNINGS="ignore:Editable installation" \
+	    $(BIN)/pip install -q "torch==2.13.0" -e ".[edge,cluster,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
