@@ -79,9 +79,8 @@ def _realesrgan(args: argparse.Namespace, image):
                            runtime=args.runtime, precision=args.precision)
     except (ModelFormatError, FileNotFoundError, ImportError) as exc:
         raise UpscaleError(f"cannot load {args.model}: {exc}") from None
-    how = f"{args.model} ({model.runtime}, {model.precision}, tile {model.tile})"
     if args.quiet or not sys.stderr.isatty():
-        return model.upscale(image), how, _OneScale(model)
+        return model.upscale(image), _how(args.model, model), _OneScale(model)
     from tqdm import tqdm
 
     bar = tqdm(desc="upscale", unit="tile", file=sys.stderr, leave=False)
@@ -91,6 +90,13 @@ def _realesrgan(args: argparse.Namespace, image):
         bar.update(done - bar.n)
 
     try:
-        return model.upscale(image, progress=progress), how, _OneScale(model)
+        return model.upscale(image, progress=progress), _how(args.model, model), _OneScale(model)
     finally:
         bar.close()
+
+
+def _how(name: str, model) -> str:
+    """What ran, for the summary line; int8 names the tiles its guard computed in float."""
+    floats = getattr(model.engine, "float_runs", 0)
+    guard = f", {floats} graphics-like tile(s) in float" if floats else ""
+    return f"{name} ({model.runtime}, {model.precision}{guard}, tile {model.tile})"

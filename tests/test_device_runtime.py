@@ -241,6 +241,7 @@ def test_int8_hands_graphics_to_float_and_keeps_photos(int8_models, runtime):
     int8_alone = up.engine.int8.run  # the photo must still be computed in int8
     x = (photo.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
     assert np.array_equal(up.engine.run(x), int8_alone(x))
+    assert up.engine.float_runs == len(_synthetic_graphics())  # what reports count
 
 
 @pytest.mark.skipif(not rt.int8_cpu(), reason="no int8 dot products on this CPU")
