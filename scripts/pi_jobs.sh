@@ -19,6 +19,7 @@ t hybridsr probe --no-benchmark > /dev/null
 t hybridsr probe > /tmp/probe.json
 t hybridsr probe > /dev/null
 t hybridsr upscale /work/photo128.png -o /work/upscaled.png --model realesr-animevideov3 -q
+t hybridsr upscale /work/photo128.png -o /tmp/upscaled-fast.png --precision fast -q
 t hybridsr generate "a lighthouse at dusk" --edge "$EDGE" --width 500 --height 333 --seed 1 \
   -q -o /work/generated.png --report /tmp/gen.json
 t env HYBRIDSR_PROFILE_CACHE=off hybridsr generate "a lighthouse at dusk" --edge "$EDGE" \
