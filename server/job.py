@@ -61,7 +61,6 @@ class EdgeJob:
         self.fingerprint = fingerprint  # a resent request must match to re-attach
         self.cancelled = threading.Event()  # read by pipeline callbacks in worker threads
         self.timings: dict[str, float] = {}
-        self.finished = False
         self.cancel_asked = False  # by its client, or by the edge when nobody came back
         self.outcome: str | None = None  # "done", "cancelled" or an error code, once ended
         self.task: asyncio.Task | None = None  # set by `Edge.launch`
@@ -76,6 +75,10 @@ class EdgeJob:
     def cancel(self) -> None:
         self.cancel_asked = True
         self.cancelled.set()
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
 
     @property
     def cancelled_early(self) -> bool:
@@ -149,7 +152,7 @@ class EdgeJob:
                 Error(job_id=job_id, code=ErrorCode.INTERNAL.value, message=f"edge error: {exc}")
             )
         finally:
-            self.finished, self.outcome = True, outcome
+            self.outcome = outcome
             self.cancelled.set()  # any straggling tile work of this job stops here
             self.edge.job_finished(outcome)
             for stage, seconds in self.timings.items():

@@ -38,6 +38,7 @@ import numpy as np
 from hybridsr.imaging.cpu import cpu_flags, cpu_model
 
 from .cache import cache_dir, write_atomic
+from .guard import GuardedEngine
 
 __all__ = [
     "PRECISIONS", "RUNTIMES", "Engine", "RuntimeUnavailable", "available_runtimes",
@@ -226,7 +227,7 @@ def candidates(precision: str, runtimes: Sequence[str], int8: bool = False,
     ``int8`` and :func:`int8_cpu`, the int8 model (onnxruntime only on its CPU provider).
     bf16/f16 stay 48-59 dB from exact on every image measured; int8 on OpenVINO 41.0 dB on
     the worst of 17 scikit-image photos but 36 on text rendered on white and 19 on hard 4 px
-    checkers, so an int8 engine hands such inputs to a float one (:class:`GuardedEngine`).
+    checkers, so an int8 engine hands such inputs to a float one (:class:`.guard.GuardedEngine`).
     """
     if precision == "exact":
         return [(r, "f32") for r in runtimes]
@@ -308,32 +309,6 @@ def build_engine(onnx_path: Path, candidate: Candidate, threads: int | None,
         return engine
     fallback: Candidate = (runtime, "reduced" if runtime == "openvino" else "f32")
     return GuardedEngine(engine, lambda: build_engine(onnx_path, fallback, threads, providers))
-
-
-class GuardedEngine:
-    """The int8 engine for photographs; graphics-like inputs (text, hard edges, saturated
-    blocks: see .guard) go to a float engine of the same runtime, built on first need."""
-
-    def __init__(self, int8: Engine, fallback: Callable[[], Engine]) -> None:
-        self.int8, self._fallback, self._float = int8, fallback, None
-        self.name, self.precision = int8.name, int8.precision
-        self.float_runs = 0  # inputs handed to the float engine, for honest reports
-        self._lock = threading.Lock()
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return getattr(self.int8, "metadata", {})
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        from .guard import graphics_like
-
-        if not graphics_like(x):
-            return self.int8.run(x)
-        with self._lock:  # one float engine, however many threads find graphics at once
-            if self._float is None:
-                self._float = self._fallback()
-            self.float_runs += 1
-        return self._float.run(x)
 
 
 def check_choice(runtime: str, precision: str) -> None:
