@@ -53,9 +53,9 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 def _save(image, path) -> None:
     """PNG through the fast writer (imaging/pngwrite.py), other formats through Pillow."""
-    from hybridsr.imaging.pngwrite import COLOR_TYPES, write_png
+    from hybridsr.imaging.pngwrite import MODES, write_png
 
-    if str(path).lower().endswith(".png") and image.mode in COLOR_TYPES:
+    if str(path).lower().endswith(".png") and image.mode in MODES:
         write_png(image, path)
     else:  # compress_level 1, if PNG after all: a few % larger than 6, 4-5x faster
         image.save(path, compress_level=1)

@@ -16,10 +16,10 @@ from PIL import Image
 
 from hybridsr.protocol.png import encode_png
 
-__all__ = ["COLOR_TYPES", "write_png"]
+__all__ = ["MODES", "write_png"]
 
 #: The Pillow modes this writer handles (8 bits per sample).
-COLOR_TYPES = ("L", "LA", "RGB", "RGBA")
+MODES = ("L", "LA", "RGB", "RGBA")
 
 
 def write_png(image: Image.Image, path: str | os.PathLike[str]) -> None:
@@ -27,6 +27,6 @@ def write_png(image: Image.Image, path: str | os.PathLike[str]) -> None:
 
     Metadata (EXIF, ICC, text) is not written: for the upscaler's results, which have none.
     """
-    if image.mode not in COLOR_TYPES:
-        raise ValueError(f"write_png handles modes {sorted(COLOR_TYPES)}, not {image.mode}")
+    if image.mode not in MODES:
+        raise ValueError(f"write_png handles modes {sorted(MODES)}, not {image.mode}")
     Path(path).write_bytes(encode_png(np.asarray(image)))
